@@ -1,0 +1,628 @@
+//! Configuration: defaults in code (the specification's) → a YAML file → `SECKILL_*` environment
+//! variables, merged with figment and validated before anything starts.
+
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Yaml};
+use figment::{Figment, Profile};
+use serde::{Deserialize, Serialize};
+
+use seckill_api::{DegradationSettings, LimitAlgorithm, RateLimitSettings, Settings};
+use seckill_flowcontrol::BreakerConfig;
+
+/// The default configuration file, used when it exists and no other is named.
+pub const DEFAULT_FILE: &str = "config/seckill.yaml";
+
+/// The whole configuration.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// HTTP and gRPC listeners.
+    pub server: ServerConfig,
+    /// Redis connection (used when `inventory.backend = redis`).
+    pub redis: RedisConfig,
+    /// Flow control of the purchase path.
+    pub seckill: SeckillConfig,
+    /// Stock backend.
+    pub inventory: InventoryConfig,
+    /// Message broker.
+    pub mq: MqConfig,
+    /// Order store.
+    pub orders: OrdersConfig,
+    /// Logging and metrics.
+    pub telemetry: TelemetryConfig,
+}
+
+/// `server.*`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to bind.
+    pub host: String,
+    /// HTTP port.
+    pub port: u16,
+    /// gRPC port.
+    pub grpc_port: u16,
+    /// Largest request body in bytes.
+    pub max_body_bytes: usize,
+    /// How long a graceful shutdown waits for pending sales to be delivered.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            host: "0.0.0.0".into(),
+            port: 8083,
+            grpc_port: 9083,
+            max_body_bytes: 4096,
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `redis.*`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// Host.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Connections.
+    pub pool_size: usize,
+    /// Password, if any.
+    pub password: Option<String>,
+    /// Database number.
+    pub db: u8,
+    /// Prefix of every key (isolates tenants).
+    pub key_prefix: String,
+    /// Connection timeout.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Command timeout.
+    #[serde(with = "humantime_serde")]
+    pub command_timeout: Duration,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            host: "localhost".into(),
+            port: 6379,
+            pool_size: 20,
+            password: None,
+            db: 0,
+            key_prefix: "seckill".into(),
+            connect_timeout: Duration::from_secs(2),
+            command_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+/// `seckill.*`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SeckillConfig {
+    /// Purchases served at once.
+    pub max_concurrent_requests: usize,
+    /// Purchases waiting for a slot.
+    pub queue_size: usize,
+    /// Longest wait in the queue.
+    #[serde(with = "humantime_serde")]
+    pub queue_timeout: Duration,
+    /// Rate limits.
+    pub rate_limit: RateLimitConfig,
+    /// Circuit breaker around the inventory.
+    pub circuit_breaker: CircuitBreakerConfig,
+    /// Load shedding.
+    pub degradation: DegradationConfig,
+    /// Asynchronous purchase workers.
+    pub async_workers: usize,
+    /// How long an asynchronous purchase's result is kept.
+    #[serde(with = "humantime_serde")]
+    pub result_ttl: Duration,
+}
+
+impl Default for SeckillConfig {
+    fn default() -> Self {
+        Self {
+            max_concurrent_requests: 1000,
+            queue_size: 5000,
+            queue_timeout: Duration::from_secs(1),
+            rate_limit: RateLimitConfig::default(),
+            circuit_breaker: CircuitBreakerConfig::default(),
+            degradation: DegradationConfig::default(),
+            async_workers: 4,
+            result_ttl: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Rate-limiting algorithm names.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Algorithm {
+    /// Token bucket.
+    #[default]
+    TokenBucket,
+    /// Sliding window.
+    SlidingWindow,
+    /// Fixed window.
+    FixedWindow,
+}
+
+/// `seckill.rate_limit.*`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// Whether the global limit is on.
+    pub enable: bool,
+    /// Algorithm of the global limit.
+    pub algorithm: Algorithm,
+    /// Sustained purchases per second, all users together.
+    pub requests_per_second: u32,
+    /// Burst size.
+    pub burst_size: u32,
+    /// Per-user limit.
+    pub per_user: KeyedLimitConfig,
+    /// Per-IP limit (off by default: many buyers share a NAT).
+    pub per_ip: KeyedLimitConfig,
+    /// Keys each keyed limiter tracks at most.
+    pub max_keys: usize,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            enable: true,
+            algorithm: Algorithm::TokenBucket,
+            requests_per_second: 500,
+            burst_size: 1000,
+            per_user: KeyedLimitConfig::default(),
+            per_ip: KeyedLimitConfig::default(),
+            max_keys: 100_000,
+        }
+    }
+}
+
+/// `seckill.rate_limit.per_user.*` and `per_ip.*`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeyedLimitConfig {
+    /// Whether this level is on.
+    pub enable: bool,
+    /// Sustained requests per second per key.
+    pub requests_per_second: u32,
+    /// Burst per key.
+    pub burst_size: u32,
+}
+
+impl Default for KeyedLimitConfig {
+    fn default() -> Self {
+        Self {
+            enable: false,
+            requests_per_second: 5,
+            burst_size: 10,
+        }
+    }
+}
+
+/// `seckill.circuit_breaker.*`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CircuitBreakerConfig {
+    /// Consecutive failures that open it.
+    pub failure_threshold: u32,
+    /// How long it stays open.
+    #[serde(with = "humantime_serde")]
+    pub recovery_timeout: Duration,
+    /// Concurrent probes admitted when half-open.
+    pub half_open_max_probes: u32,
+}
+
+impl Default for CircuitBreakerConfig {
+    fn default() -> Self {
+        Self {
+            failure_threshold: 10,
+            recovery_timeout: Duration::from_secs(60),
+            half_open_max_probes: 1,
+        }
+    }
+}
+
+/// `seckill.degradation.*`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DegradationConfig {
+    /// Whether automatic degradation is on.
+    pub enable: bool,
+    /// Load ratio that triggers it.
+    pub threshold: f64,
+    /// Message of every 503.
+    pub response_message: String,
+}
+
+impl Default for DegradationConfig {
+    fn default() -> Self {
+        Self {
+            enable: true,
+            threshold: 0.8,
+            response_message: "系统繁忙，请稍后重试".into(),
+        }
+    }
+}
+
+/// Stock backends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InventoryBackend {
+    /// In process.
+    #[default]
+    Memory,
+    /// Redis.
+    Redis,
+}
+
+/// `inventory.*`
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InventoryConfig {
+    /// Which backend.
+    pub backend: InventoryBackend,
+}
+
+/// Broker backends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MqBackend {
+    /// In process.
+    #[default]
+    Memory,
+    /// RabbitMQ.
+    Rabbitmq,
+    /// Kafka.
+    Kafka,
+}
+
+/// `mq.*`
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqConfig {
+    /// Which backend.
+    pub backend: MqBackend,
+}
+
+/// Order stores.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OrderStoreBackend {
+    /// In process.
+    #[default]
+    Memory,
+    /// PostgreSQL.
+    Postgres,
+}
+
+/// `orders.*`
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OrdersConfig {
+    /// Which store.
+    pub store: OrderStoreBackend,
+}
+
+/// `telemetry.*`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// Log filter (overridden by `RUST_LOG`).
+    pub log_level: String,
+    /// Whether `/metrics` serves the Prometheus exposition.
+    pub metrics: bool,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            log_level: "info".into(),
+            metrics: true,
+        }
+    }
+}
+
+/// Where the configuration file comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FileChoice {
+    /// Named by `--config` or `SECKILL_CONFIG`: must exist.
+    Named(PathBuf),
+    /// The default file, read when present.
+    Default,
+}
+
+/// The merged providers: defaults → file → environment.
+pub fn figment(file: &FileChoice) -> Result<Figment, String> {
+    let mut f = Figment::from(Serialized::defaults(Config::default()));
+    match file {
+        FileChoice::Named(path) => {
+            if !path.is_file() {
+                return Err(format!(
+                    "configuration file {} does not exist",
+                    path.display()
+                ));
+            }
+            f = f.merge(Yaml::file_exact(path));
+        }
+        FileChoice::Default => {
+            if std::path::Path::new(DEFAULT_FILE).is_file() {
+                f = f.merge(Yaml::file_exact(DEFAULT_FILE));
+            }
+        }
+    }
+    Ok(f.merge(
+        Env::prefixed("SECKILL_")
+            .filter(|k| k.as_str() != "config")
+            .split("__"),
+    ))
+}
+
+/// Reads and validates the configuration; the error lists every problem, naming the key and
+/// where its value came from.
+pub fn load(file: &FileChoice) -> Result<Config, String> {
+    let figment = figment(file)?;
+    let config: Config = figment
+        .extract()
+        .map_err(|e| e.into_iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))?;
+    let problems = config.problems();
+    if problems.is_empty() {
+        return Ok(config);
+    }
+    Err(problems
+        .into_iter()
+        .map(|(key, why)| format!("invalid {key} ({}): {why}", origin(&figment, key)))
+        .collect::<Vec<_>>()
+        .join("\n"))
+}
+
+/// Names the provider a key's value came from.
+fn origin(figment: &Figment, key: &str) -> String {
+    match figment.find_metadata(key) {
+        None => "default".into(),
+        Some(md) => {
+            let parts: Vec<&str> = key.split('.').collect();
+            let name = md.interpolate(&Profile::Default, &parts);
+            match &md.source {
+                Some(src) => format!("{name} in {} {src}", md.name),
+                None => format!("{name} from {}", md.name),
+            }
+        }
+    }
+}
+
+impl Config {
+    /// Every invalid value: (key, why).
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut p = Vec::new();
+        let s = &self.seckill;
+        if s.max_concurrent_requests == 0 {
+            p.push(("seckill.max_concurrent_requests", "must be at least 1".into()));
+        }
+        if s.async_workers == 0 || s.async_workers > 1024 {
+            p.push(("seckill.async_workers", "must be between 1 and 1024".into()));
+        }
+        let rl = &s.rate_limit;
+        if rl.enable && rl.requests_per_second == 0 {
+            p.push(("seckill.rate_limit.requests_per_second", "must be at least 1".into()));
+        }
+        if rl.enable && rl.burst_size == 0 {
+            p.push(("seckill.rate_limit.burst_size", "must be at least 1".into()));
+        }
+        for (on, rps, burst, k_rps, k_burst) in [
+            (
+                rl.per_user.enable,
+                rl.per_user.requests_per_second,
+                rl.per_user.burst_size,
+                "seckill.rate_limit.per_user.requests_per_second",
+                "seckill.rate_limit.per_user.burst_size",
+            ),
+            (
+                rl.per_ip.enable,
+                rl.per_ip.requests_per_second,
+                rl.per_ip.burst_size,
+                "seckill.rate_limit.per_ip.requests_per_second",
+                "seckill.rate_limit.per_ip.burst_size",
+            ),
+        ] {
+            if on && rps == 0 {
+                p.push((k_rps, "must be at least 1".into()));
+            }
+            if on && burst == 0 {
+                p.push((k_burst, "must be at least 1".into()));
+            }
+        }
+        if rl.max_keys == 0 {
+            p.push(("seckill.rate_limit.max_keys", "must be at least 1".into()));
+        }
+        let cb = &s.circuit_breaker;
+        if cb.half_open_max_probes == 0 {
+            p.push(("seckill.circuit_breaker.half_open_max_probes", "must be at least 1".into()));
+        }
+        if cb.recovery_timeout.is_zero() {
+            p.push(("seckill.circuit_breaker.recovery_timeout", "must be longer than 0s".into()));
+        }
+        let d = &s.degradation;
+        if !(d.threshold > 0.0 && d.threshold <= 1.0) {
+            p.push(("seckill.degradation.threshold", format!("{} is not in (0, 1]", d.threshold)));
+        }
+        if d.response_message.trim().is_empty() {
+            p.push(("seckill.degradation.response_message", "must not be empty".into()));
+        }
+        if self.server.max_body_bytes < 64 {
+            p.push(("server.max_body_bytes", "must be at least 64".into()));
+        }
+        if self.server.port == self.server.grpc_port && self.server.port != 0 {
+            p.push(("server.grpc_port", "must differ from server.port".into()));
+        }
+        if self.inventory.backend != InventoryBackend::Memory {
+            p.push(("inventory.backend", "only \"memory\" is available in this build".into()));
+        }
+        if self.mq.backend != MqBackend::Memory {
+            p.push(("mq.backend", "only \"memory\" is available in this build".into()));
+        }
+        if self.orders.store != OrderStoreBackend::Memory {
+            p.push(("orders.store", "only \"memory\" is available in this build".into()));
+        }
+        p
+    }
+
+    /// The API's settings. Call only on a configuration without [`Config::problems`].
+    pub fn api_settings(&self) -> Settings {
+        let s = &self.seckill;
+        let nz = |v: u32| NonZeroU32::new(v.max(1)).expect("non-zero");
+        let algorithm = match s.rate_limit.algorithm {
+            Algorithm::TokenBucket => LimitAlgorithm::TokenBucket,
+            Algorithm::SlidingWindow => LimitAlgorithm::SlidingWindow,
+            Algorithm::FixedWindow => LimitAlgorithm::FixedWindow,
+        };
+        let keyed = |k: &KeyedLimitConfig| {
+            k.enable.then(|| RateLimitSettings {
+                algorithm: LimitAlgorithm::TokenBucket,
+                requests_per_second: nz(k.requests_per_second),
+                burst_size: nz(k.burst_size),
+            })
+        };
+        Settings {
+            max_concurrent_requests: NonZeroUsize::new(s.max_concurrent_requests.max(1))
+                .expect("non-zero"),
+            queue_size: s.queue_size,
+            queue_timeout: s.queue_timeout,
+            rate_limit: s.rate_limit.enable.then(|| RateLimitSettings {
+                algorithm,
+                requests_per_second: nz(s.rate_limit.requests_per_second),
+                burst_size: nz(s.rate_limit.burst_size),
+            }),
+            per_user_limit: keyed(&s.rate_limit.per_user),
+            per_ip_limit: keyed(&s.rate_limit.per_ip),
+            max_limiter_keys: NonZeroUsize::new(s.rate_limit.max_keys.max(1)).expect("non-zero"),
+            circuit_breaker: BreakerConfig {
+                failure_threshold: s.circuit_breaker.failure_threshold,
+                recovery_timeout: s.circuit_breaker.recovery_timeout,
+                half_open_max_probes: s.circuit_breaker.half_open_max_probes,
+                ..BreakerConfig::default()
+            },
+            degradation: DegradationSettings {
+                enable: s.degradation.enable,
+                threshold: s.degradation.threshold,
+                response_message: Arc::from(s.degradation.response_message.as_str()),
+            },
+            max_body_bytes: self.server.max_body_bytes,
+            async_workers: NonZeroUsize::new(s.async_workers.max(1)).expect("non-zero"),
+            result_ttl: s.result_ttl,
+            drain_timeout: self.server.shutdown_timeout,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_specification_s() {
+        figment::Jail::expect_with(|_jail| {
+            let c = load(&FileChoice::Default).map_err(|e| e.to_string())?;
+            assert_eq!(c.server.port, 8083);
+            assert_eq!(c.server.grpc_port, 9083);
+            assert_eq!(c.redis.host, "localhost");
+            assert_eq!(c.redis.pool_size, 20);
+            assert_eq!(c.seckill.max_concurrent_requests, 1000);
+            assert_eq!(c.seckill.queue_size, 5000);
+            assert_eq!(c.seckill.rate_limit.requests_per_second, 500);
+            assert_eq!(c.seckill.rate_limit.burst_size, 1000);
+            assert_eq!(c.seckill.circuit_breaker.failure_threshold, 10);
+            assert_eq!(c.seckill.circuit_breaker.recovery_timeout, Duration::from_secs(60));
+            assert!(c.seckill.degradation.enable);
+            assert_eq!(c.seckill.degradation.threshold, 0.8);
+            assert_eq!(c.seckill.degradation.response_message, "系统繁忙，请稍后重试");
+            assert_eq!(c.inventory.backend, InventoryBackend::Memory);
+            assert_eq!(c.mq.backend, MqBackend::Memory);
+            assert_eq!(c.orders.store, OrderStoreBackend::Memory);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn file_overrides_defaults_and_env_overrides_file() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_dir("config")?;
+            jail.create_file(
+                "config/seckill.yaml",
+                "server:\n  port: 9000\nseckill:\n  rate_limit:\n    requests_per_second: 42\n    burst_size: 7\n",
+            )?;
+            jail.set_env("SECKILL_SERVER__PORT", "18083");
+            let c = load(&FileChoice::Default).map_err(|e| e.to_string())?;
+            assert_eq!(c.server.port, 18083, "env wins over the file");
+            assert_eq!(c.seckill.rate_limit.requests_per_second, 42, "file wins over defaults");
+            assert_eq!(c.seckill.rate_limit.burst_size, 7);
+            jail.set_env("SECKILL_SECKILL__RATE_LIMIT__REQUESTS_PER_SECOND", "50");
+            let c = load(&FileChoice::Default).map_err(|e| e.to_string())?;
+            assert_eq!(c.seckill.rate_limit.requests_per_second, 50);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_named_file_is_read_and_must_exist() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("other.yaml", "seckill:\n  queue_size: 12\n")?;
+            let c = load(&FileChoice::Named("other.yaml".into())).map_err(|e| e.to_string())?;
+            assert_eq!(c.seckill.queue_size, 12);
+            let err = load(&FileChoice::Named("missing.yaml".into())).unwrap_err();
+            assert!(err.contains("missing.yaml"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn invalid_values_name_the_key_and_the_source() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SECKILL_SECKILL__DEGRADATION__THRESHOLD", "1.5");
+            let err = load(&FileChoice::Default).unwrap_err();
+            assert!(err.contains("seckill.degradation.threshold"), "{err}");
+            assert!(err.contains("SECKILL_SECKILL__DEGRADATION__THRESHOLD"), "{err}");
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.create_dir("config")?;
+            jail.create_file("config/seckill.yaml", "server:\n  port: not-a-port\n")?;
+            let err = load(&FileChoice::Default).unwrap_err();
+            assert!(err.contains("port"), "{err}");
+            assert!(err.contains("seckill.yaml"), "{err}");
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.create_dir("config")?;
+            jail.create_file("config/seckill.yaml", "seckill:\n  rate_limit:\n    burst: 3\n")?;
+            let err = load(&FileChoice::Default).unwrap_err();
+            assert!(err.contains("burst"), "unknown keys are refused: {err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unavailable_backends_are_refused_by_name() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SECKILL_MQ__BACKEND", "kafka");
+            let err = load(&FileChoice::Default).unwrap_err();
+            assert!(err.contains("mq.backend"), "{err}");
+            jail.set_env("SECKILL_MQ__BACKEND", "pigeon");
+            let err = load(&FileChoice::Default).unwrap_err();
+            assert!(err.contains("backend"), "{err}");
+            Ok(())
+        });
+    }
+}

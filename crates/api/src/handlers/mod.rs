@@ -1,0 +1,146 @@
+//! Route handlers and the request/response plumbing they share.
+
+pub(crate) mod activity;
+pub(crate) mod purchase;
+pub(crate) mod query;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::ApiError;
+
+/// The success envelope `{"code":0,"message":"success","data":…}`.
+pub(crate) fn ok<T: Serialize>(status: StatusCode, data: &T) -> Response {
+    #[derive(Serialize)]
+    struct Envelope<'a, T> {
+        code: i32,
+        message: &'static str,
+        data: &'a T,
+    }
+    match serde_json::to_vec(&Envelope {
+        code: 0,
+        message: "success",
+        data,
+    }) {
+        Ok(body) => (
+            status,
+            [(header::CONTENT_TYPE, "application/json")],
+            Bytes::from(body),
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "serialising a response failed");
+            ApiError::Internal.into_response()
+        }
+    }
+}
+
+/// The JSON type a field must have, for error messages.
+#[derive(Clone, Copy)]
+pub(crate) enum Kind {
+    PositiveInt,
+    Number,
+    String,
+    Bool,
+    Timestamp,
+}
+
+impl Kind {
+    fn describe(self) -> &'static str {
+        match self {
+            Kind::PositiveInt => "must be a positive integer",
+            Kind::Number => "must be a number",
+            Kind::String => "must be a string",
+            Kind::Bool => "must be true or false",
+            Kind::Timestamp => "must be an RFC 3339 timestamp string",
+        }
+    }
+
+    fn accepts(self, v: &serde_json::Value) -> bool {
+        match self {
+            Kind::PositiveInt => v.as_u64().is_some(),
+            Kind::Number => v.is_number(),
+            Kind::String | Kind::Timestamp => v.is_string(),
+            Kind::Bool => v.is_boolean(),
+        }
+    }
+}
+
+/// Checks the content type and the size, then reads the body.
+pub(crate) async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        if len > limit {
+            return Err(ApiError::PayloadTooLarge(limit));
+        }
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(ApiError::PayloadTooLarge(limit))
+        }
+        Err(_) => Err(ApiError::Invalid("could not read the request body".into())),
+    }
+}
+
+/// Parses a JSON body into `T`; on failure, names the offending field among `fields`
+/// (name, kind, required).
+pub(crate) fn parse_json<T: DeserializeOwned>(
+    bytes: &[u8],
+    fields: &[(&'static str, Kind, bool)],
+) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| diagnose(bytes, fields, &e))
+}
+
+fn diagnose(
+    bytes: &[u8],
+    fields: &[(&'static str, Kind, bool)],
+    err: &serde_json::Error,
+) -> ApiError {
+    let value: serde_json::Value = match serde_json::from_slice(bytes) {
+        Ok(v) => v,
+        Err(e) => return ApiError::Invalid(format!("malformed JSON: {e}").into()),
+    };
+    let Some(obj) = value.as_object() else {
+        return ApiError::Invalid("the body must be a JSON object".into());
+    };
+    for &(name, kind, required) in fields {
+        match obj.get(name) {
+            None | Some(serde_json::Value::Null) if required => {
+                return ApiError::Invalid(format!("missing field {name}").into());
+            }
+            None | Some(serde_json::Value::Null) => {}
+            Some(v) if !kind.accepts(v) => return ApiError::invalid_field(name, kind.describe()),
+            Some(_) => {}
+        }
+    }
+    ApiError::Invalid(format!("invalid body: {err}").into())
+}
+
+/// Parses a path segment as a positive id.
+pub(crate) fn path_id(name: &str, raw: &str) -> Result<u64, ApiError> {
+    match raw.parse::<u64>() {
+        Ok(v) if v > 0 => Ok(v),
+        _ => Err(ApiError::invalid_field(name, "must be a positive integer")),
+    }
+}

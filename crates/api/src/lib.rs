@@ -1,0 +1,160 @@
+//! The seckill HTTP API.
+//!
+//! Composes the inventory, the broker and the order store behind the routes of the flash-sale
+//! service, with the purchase path guarded in this order: degradation → rate limits → request
+//! queue → circuit breaker → inventory. The embedded order pipeline (outbox relay, order
+//! consumer, asynchronous purchase workers) runs beside it and drains on shutdown.
+//!
+//! # Layout
+//! - [`router`]: the route table. Handlers live in private modules.
+//! - [`state`]: [`AppState`], shared by the handlers.
+//! - [`flow`]: [`FlowControl`], the purchase path's protections.
+//! - [`pipeline`]: the relay, the workers and [`Pipeline`]'s drain.
+//! - [`settings`]: [`Settings`].
+//! - [`stats`]: request counters.
+//! - [`error`]: [`ApiError`] and the envelope's [`codes`](error::codes).
+//!
+//! # Example
+//! ```
+//! use seckill_api::{App, Components, Settings};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let app = App::start(Settings::default(), Components::embedded(), None).await?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let addr = listener.local_addr()?;
+//! let server = tokio::spawn(seckill_api::serve(listener, app, async {}));
+//! server.await??; // the shutdown future above is already complete: serve drains and returns
+//! # let _ = addr;
+//! # Ok(())
+//! # }
+//! ```
+
+mod handlers;
+
+pub mod error;
+pub mod flow;
+pub mod pipeline;
+pub mod router;
+pub mod settings;
+pub mod state;
+pub mod stats;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use seckill_inventory::{Inventory, MemoryInventory};
+use seckill_mq::{Broker, MemoryBroker};
+use seckill_orders::{MemoryOrderStore, OrderStore};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+pub use error::ApiError;
+pub use flow::FlowControl;
+pub use pipeline::Pipeline;
+pub use settings::{DegradationSettings, LimitAlgorithm, RateLimitSettings, Settings};
+pub use state::{AppState, MetricsRender};
+
+use crate::pipeline::{AsyncResults, JobRunner};
+use crate::state::Inner;
+use crate::stats::Stats;
+
+/// The backends the service runs on.
+#[derive(Clone)]
+pub struct Components {
+    /// Stock.
+    pub inventory: Arc<dyn Inventory>,
+    /// Message broker.
+    pub broker: Arc<dyn Broker>,
+    /// Order store.
+    pub orders: Arc<dyn OrderStore>,
+}
+
+impl Components {
+    /// Everything in process: embedded mode.
+    pub fn embedded() -> Self {
+        Self {
+            inventory: Arc::new(MemoryInventory::new()),
+            broker: Arc::new(MemoryBroker::new()),
+            orders: Arc::new(MemoryOrderStore::new()),
+        }
+    }
+}
+
+/// A started application: routes plus the running pipeline.
+pub struct App {
+    /// The routes, ready to serve.
+    pub router: axum::Router,
+    /// The background pipeline.
+    pub pipeline: Pipeline,
+    /// The shared state.
+    pub state: AppState,
+}
+
+impl App {
+    /// Builds the state and starts the pipeline.
+    ///
+    /// # Errors
+    /// The broker refused the order consumer's subscription.
+    pub async fn start(
+        settings: Settings,
+        components: Components,
+        metrics_render: Option<MetricsRender>,
+    ) -> Result<Self, seckill_mq::MqError> {
+        let (tx, rx) = mpsc::channel(settings.queue_size.max(1));
+        let results = Arc::new(AsyncResults::new(settings.result_ttl));
+        let inner = Arc::new(Inner {
+            inventory: components.inventory.clone(),
+            orders: components.orders.clone(),
+            broker: components.broker.clone(),
+            flow: FlowControl::new(&settings),
+            stats: Stats::default(),
+            results: results.clone(),
+            jobs: tx.clone(),
+            settings: settings.clone(),
+            started: tokio::time::Instant::now(),
+            metrics_render,
+        });
+        let pipeline = Pipeline::start(
+            components.inventory,
+            components.broker,
+            components.orders,
+            inner.clone() as Arc<dyn JobRunner>,
+            results,
+            settings.async_workers.get(),
+            (tx, rx),
+        )
+        .await?;
+        let state = AppState(inner);
+        Ok(Self {
+            router: router::router(state.clone()),
+            pipeline,
+            state,
+        })
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown` completes, then stops accepting, finishes the
+/// requests in flight and drains the pipeline (bounded by the settings' `drain_timeout`).
+///
+/// # Errors
+/// Accepting connections failed.
+pub async fn serve(
+    listener: TcpListener,
+    app: App,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let drain_timeout = app.state.0.settings.drain_timeout;
+    let served = axum::serve(
+        listener,
+        app.router
+            .into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await;
+    tracing::info!("HTTP server stopped; draining the order pipeline");
+    let drained = app.pipeline.shutdown(drain_timeout).await;
+    tracing::info!(drained, "order pipeline stopped");
+    served
+}

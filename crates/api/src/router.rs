@@ -1,0 +1,38 @@
+//! The route table.
+
+use axum::Router;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+
+use crate::error::codes;
+use crate::handlers::{activity, purchase, query};
+use crate::state::AppState;
+use crate::ApiError;
+
+/// Every route of the API over `state`.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/v1/seckill/purchase", post(purchase::purchase))
+        .route("/api/v1/seckill/purchase/async", post(purchase::purchase_async))
+        .route("/api/v1/seckill/result/{request_id}", get(purchase::result))
+        .route("/api/v1/seckill/activity/prewarm", post(activity::prewarm))
+        .route("/api/v1/seckill/stats/{product_id}", get(query::product_stats))
+        .route(
+            "/api/v1/seckill/purchased/{product_id}/{user_id}",
+            get(query::purchased),
+        )
+        .route("/api/v1/seckill/orders/{order_id}", get(query::order))
+        .route("/api/v1/system/stats", get(query::system_stats))
+        .route("/api/v1/system/degradation", post(activity::degradation))
+        .route("/health", get(query::health))
+        .route("/metrics", get(query::metrics))
+        .fallback(|| async {
+            ApiError::NotFound {
+                code: codes::NOT_FOUND,
+                message: "no such route",
+            }
+            .into_response()
+        })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed.into_response() })
+        .with_state(state)
+}

@@ -1,0 +1,116 @@
+//! Request counters by outcome, mirrored to the `metrics` facade.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+
+/// How a purchase request ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(usize)]
+pub enum Outcome {
+    /// Sold.
+    Success,
+    /// Sold out.
+    SoldOut,
+    /// Already bought.
+    AlreadyBought,
+    /// Activity not started, ended or inactive.
+    NotOnSale,
+    /// Unknown product.
+    UnknownProduct,
+    /// Malformed or invalid request.
+    Invalid,
+    /// Rate limited.
+    RateLimited,
+    /// Refused by degradation.
+    Degraded,
+    /// Request queue full or wait timed out.
+    QueueFull,
+    /// Inventory backend unavailable (breaker open or a backend failure).
+    BackendUnavailable,
+    /// Accepted for asynchronous processing.
+    Accepted,
+}
+
+impl Outcome {
+    const ALL: [Outcome; 11] = [
+        Outcome::Success,
+        Outcome::SoldOut,
+        Outcome::AlreadyBought,
+        Outcome::NotOnSale,
+        Outcome::UnknownProduct,
+        Outcome::Invalid,
+        Outcome::RateLimited,
+        Outcome::Degraded,
+        Outcome::QueueFull,
+        Outcome::BackendUnavailable,
+        Outcome::Accepted,
+    ];
+
+    /// The metric label.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::SoldOut => "sold_out",
+            Self::AlreadyBought => "already_bought",
+            Self::NotOnSale => "not_on_sale",
+            Self::UnknownProduct => "unknown_product",
+            Self::Invalid => "invalid",
+            Self::RateLimited => "rate_limited",
+            Self::Degraded => "degraded",
+            Self::QueueFull => "queue_full",
+            Self::BackendUnavailable => "backend_unavailable",
+            Self::Accepted => "accepted",
+        }
+    }
+}
+
+/// Purchase counters. Handles to the metrics are taken once, so counting costs two atomic adds.
+pub struct Stats {
+    counts: [AtomicU64; 11],
+    metrics: [metrics::Counter; 11],
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Self {
+            counts: Default::default(),
+            metrics: Outcome::ALL.map(|o| {
+                metrics::counter!("seckill_purchase_requests_total", "outcome" => o.name())
+            }),
+        }
+    }
+}
+
+impl Stats {
+    /// Counts one request.
+    pub fn count(&self, outcome: Outcome) {
+        self.counts[outcome as usize].fetch_add(1, Ordering::Relaxed);
+        self.metrics[outcome as usize].increment(1);
+    }
+
+    /// How many requests ended with `outcome`.
+    pub fn get(&self, outcome: Outcome) -> u64 {
+        self.counts[outcome as usize].load(Ordering::Relaxed)
+    }
+
+    /// Every count, by label.
+    pub fn snapshot(&self) -> Vec<OutcomeCount> {
+        Outcome::ALL
+            .iter()
+            .map(|&o| OutcomeCount {
+                outcome: o.name(),
+                count: self.get(o),
+            })
+            .collect()
+    }
+}
+
+/// One line of [`Stats::snapshot`].
+#[derive(Debug, Serialize)]
+pub struct OutcomeCount {
+    /// The outcome's label.
+    pub outcome: &'static str,
+    /// Requests.
+    pub count: u64,
+}

@@ -1,0 +1,59 @@
+//! Atomic flash-sale stock.
+//!
+//! A flash sale puts a few hundred items in front of hundreds of thousands of buyers. This crate
+//! sells exactly the stock — never one item more, never one buyer twice — and hands every sale to
+//! an outbox in the same atomic step, so that no crash between the stock deduction and the order
+//! can lose a sale. It knows nothing of HTTP or of message brokers.
+//!
+//! # Layout
+//! - [`store`]: the [`Inventory`] trait and its contract.
+//! - [`memory`]: [`MemoryInventory`], the in-process backend and behaviour reference.
+//! - [`model`]: activities, purchase requests and outcomes, order ids, sale records, stats.
+//! - [`error`]: [`InventoryError`], failures only (business rejections are values).
+//!
+//! # Example
+//! ```
+//! use chrono::{Duration, Utc};
+//! use seckill_inventory::{Activity, ActivityStatus, Inventory, MemoryInventory, PurchaseOutcome, PurchaseRequest};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), seckill_inventory::InventoryError> {
+//! let inventory = MemoryInventory::new();
+//! let now = Utc::now();
+//! inventory
+//!     .prewarm(
+//!         &Activity {
+//!             product_id: 1001,
+//!             product_name: "iPhone 15 Pro".into(),
+//!             price_cents: 899_900,
+//!             stock: 1,
+//!             start_time: now - Duration::minutes(1),
+//!             end_time: now + Duration::hours(1),
+//!             status: ActivityStatus::Active,
+//!             per_user_limit: 1,
+//!         },
+//!         false,
+//!     )
+//!     .await?;
+//! let buy = |user_id| PurchaseRequest { product_id: 1001, user_id, quantity: 1, idempotency_key: None };
+//! assert!(inventory.purchase(&buy(2001)).await?.is_success());
+//! assert_eq!(inventory.purchase(&buy(2001)).await?, PurchaseOutcome::AlreadyBought);
+//! assert_eq!(inventory.purchase(&buy(2002)).await?, PurchaseOutcome::SoldOut { remaining_stock: 0 });
+//! // The sale waits in the outbox until the order pipeline acknowledges it.
+//! assert_eq!(inventory.outbox_len().await?, 1);
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod error;
+pub mod memory;
+pub mod model;
+pub mod store;
+
+pub use error::InventoryError;
+pub use memory::MemoryInventory;
+pub use model::{
+    Activity, ActivityStatus, CancelOutcome, InventoryStats, OrderId, OutboxEntry, PrewarmOutcome,
+    PurchaseOutcome, PurchaseRequest, SaleRecord,
+};
+pub use store::Inventory;

@@ -1,0 +1,93 @@
+//! The [`Inventory`] trait every stock backend implements.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::{
+    Activity, CancelOutcome, InventoryError, InventoryStats, OrderId, OutboxEntry, PrewarmOutcome,
+    PurchaseOutcome, PurchaseRequest,
+};
+
+/// Atomic flash-sale stock.
+///
+/// Implementers guarantee, under any concurrency and across processes sharing the backend:
+/// - a purchase checks, in this order, that the activity exists, is active and inside its time
+///   window, that the quantity is in 1..=`per_user_limit`, that the user is not a buyer yet, and
+///   that the stock covers the quantity; then it deducts the stock, records the buyer, allocates an
+///   order id and appends the sale to the outbox — all as one atomic step;
+/// - the stock never goes below zero and a user is a buyer of a product at most once;
+/// - a purchase with an idempotency key already seen for the product returns the first answer;
+/// - every successful sale appears in the outbox until acknowledged ([`Inventory::outbox_ack`]);
+/// - cancel is idempotent per order id.
+#[async_trait]
+pub trait Inventory: Send + Sync + 'static {
+    /// Loads an activity before its sale. The same activity again changes nothing; a different one
+    /// replaces it (new epoch, stock and buyers afresh) unless the loaded sale has started and
+    /// `force` is false.
+    ///
+    /// # Errors
+    /// [`InventoryError::InvalidActivity`] for a bad field, or a backend failure.
+    async fn prewarm(&self, activity: &Activity, force: bool)
+    -> Result<PrewarmOutcome, InventoryError>;
+
+    /// Attempts one purchase.
+    ///
+    /// # Errors
+    /// Only backend failures; rejections are [`PurchaseOutcome`] values.
+    async fn purchase(&self, request: &PurchaseRequest) -> Result<PurchaseOutcome, InventoryError>;
+
+    /// The loaded activity of a product.
+    ///
+    /// # Errors
+    /// Backend failures.
+    async fn activity(&self, product_id: u64) -> Result<Option<Activity>, InventoryError>;
+
+    /// Counters of a product's sale, `None` for an unknown product.
+    ///
+    /// # Errors
+    /// Backend failures.
+    async fn stats(&self, product_id: u64) -> Result<Option<InventoryStats>, InventoryError>;
+
+    /// Whether the user is a buyer of the product (in the current epoch).
+    ///
+    /// # Errors
+    /// Backend failures.
+    async fn has_purchased(&self, product_id: u64, user_id: u64) -> Result<bool, InventoryError>;
+
+    /// Cancels an order: its items go back to stock and its buyer may buy again.
+    ///
+    /// # Errors
+    /// Backend failures.
+    async fn cancel(&self, order_id: OrderId) -> Result<CancelOutcome, InventoryError>;
+
+    /// Claims up to `max` outbox entries not acknowledged yet, waiting up to `block` for one to
+    /// appear. An entry claimed but not acknowledged is offered again after the backend's reclaim
+    /// timeout, so a relay that dies loses nothing.
+    ///
+    /// # Errors
+    /// Backend failures.
+    async fn outbox_read(
+        &self,
+        max: usize,
+        block: Duration,
+    ) -> Result<Vec<OutboxEntry>, InventoryError>;
+
+    /// Acknowledges delivered outbox entries; unknown ids are ignored.
+    ///
+    /// # Errors
+    /// Backend failures.
+    async fn outbox_ack(&self, ids: &[String]) -> Result<(), InventoryError>;
+
+    /// Entries in the outbox not acknowledged yet, over all products.
+    ///
+    /// # Errors
+    /// Backend failures.
+    async fn outbox_len(&self) -> Result<u64, InventoryError>;
+
+    /// A cheap liveness check of the backend.
+    ///
+    /// # Errors
+    /// The backend is unreachable.
+    async fn ping(&self) -> Result<(), InventoryError>;
+}

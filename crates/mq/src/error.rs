@@ -1,0 +1,22 @@
+//! The crate's error type.
+
+/// A failure of the message broker.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MqError {
+    /// The broker is closed or shutting down.
+    #[error("broker closed")]
+    Closed,
+    /// A message could not be encoded or decoded.
+    #[error("message codec failed")]
+    Codec(#[source] serde_json::Error),
+    /// The broker refused a message (a negative publisher confirm).
+    #[error("broker refused the message")]
+    Nacked,
+    /// The broker did not answer in time.
+    #[error("broker timed out")]
+    Timeout,
+    /// Connection or protocol failure of the backend.
+    #[error("broker backend failed")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}

@@ -1,0 +1,48 @@
+//! A broker abstraction for the seckill order pipeline.
+//!
+//! Sales leave the inventory as [`Envelope`]s on three topics — order creation, stock
+//! synchronisation and user notification — and are consumed with explicit acknowledgement, so
+//! that a consumer that dies before it acknowledges gets the message again. Backends sit behind
+//! the [`Broker`] trait; [`MemoryBroker`] is the in-process one used in embedded mode and the
+//! behaviour reference.
+//!
+//! # Layout
+//! - [`message`]: [`Envelope`], [`Message`] and the payload types, [`Topic`].
+//! - [`publisher`]: the [`Broker`], [`Subscription`] and [`Acker`] traits, [`Delivery`].
+//! - [`memory`]: [`MemoryBroker`].
+//! - [`error`]: [`MqError`].
+//!
+//! # Example
+//! ```
+//! use seckill_mq::{Broker, Envelope, MemoryBroker, Message, StockChangeReason, StockChanged, Topic};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), seckill_mq::MqError> {
+//! let broker = MemoryBroker::new();
+//! let mut sub = broker.subscribe(Topic::StockChanged, "dashboard").await?;
+//! let msg = Message::StockChanged(StockChanged {
+//!     product_id: 1001,
+//!     delta: -1,
+//!     reason: StockChangeReason::Sold,
+//!     order_id: "1001-1".into(),
+//! });
+//! broker.publish(&Envelope::new("sc-1001-1", msg.clone())).await?;
+//! let delivery = sub.next().await?;
+//! assert_eq!(delivery.envelope.message, msg);
+//! delivery.ack().await?;
+//! assert_eq!(broker.pending(Topic::StockChanged, "dashboard").await?, Some(0));
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod error;
+pub mod memory;
+pub mod message;
+pub mod publisher;
+
+pub use error::MqError;
+pub use memory::MemoryBroker;
+pub use message::{
+    Envelope, Message, OrderCreated, PurchaseResult, StockChangeReason, StockChanged, Topic,
+};
+pub use publisher::{Acker, Broker, Delivery, Subscription};

@@ -1,0 +1,183 @@
+//! [`OrderConsumer`]: turns `OrderCreated` messages into stored orders, exactly once in effect.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use seckill_mq::{
+    Broker, Delivery, Envelope, Message, MqError, OrderCreated, PurchaseResult, StockChangeReason,
+    StockChanged, Subscription,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::{Order, OrderError, OrderStatus, OrderStore};
+
+/// The consumer group of the order service.
+pub const ORDER_SERVICE_GROUP: &str = "order-service";
+
+/// Stores each sale as an order, then publishes the buyer's `PurchaseResult` and the
+/// `StockChanged` event.
+///
+/// At-least-once delivery becomes exactly-once effect: the insert is idempotent by order id, and
+/// the follow-up messages carry ids derived from the order id (`pr-…`, `sc-…`) so their consumers
+/// can de-duplicate. A message is acknowledged only after all of that succeeded; on failure it
+/// is handed back to the broker and retried with backoff.
+#[derive(Clone)]
+pub struct OrderConsumer {
+    store: Arc<dyn OrderStore>,
+    broker: Arc<dyn Broker>,
+}
+
+impl OrderConsumer {
+    /// A consumer writing to `store` and publishing follow-ups to `broker`.
+    pub fn new(store: Arc<dyn OrderStore>, broker: Arc<dyn Broker>) -> Self {
+        Self { store, broker }
+    }
+
+    /// Handles one envelope. Types other than `OrderCreated` are ignored.
+    ///
+    /// # Errors
+    /// The store or the broker failed; the message must be retried.
+    pub async fn handle(&self, envelope: &Envelope) -> Result<(), OrderError> {
+        let Message::OrderCreated(oc) = &envelope.message else {
+            tracing::warn!(id = %envelope.id, "order consumer ignores a message of another type");
+            return Ok(());
+        };
+        let order = order_from(oc);
+        let new = self.store.insert(&order).await?;
+        if new {
+            metrics::counter!("seckill_orders_stored_total").increment(1);
+            let lag = (now_ms() - oc.sold_at_ms).max(0) as f64 / 1000.0;
+            metrics::histogram!("seckill_order_pipeline_lag_seconds").record(lag);
+        }
+        // Published even when the order existed: a consumer that died between the insert and
+        // these publishes must not lose the notification.
+        let follow_ups = [
+            Envelope::new(
+                format!("pr-{}", oc.order_id),
+                Message::PurchaseResult(PurchaseResult {
+                    product_id: oc.product_id,
+                    user_id: oc.user_id,
+                    order_id: Some(oc.order_id.clone()),
+                    status: "success".into(),
+                }),
+            ),
+            Envelope::new(
+                format!("sc-{}", oc.order_id),
+                Message::StockChanged(StockChanged {
+                    product_id: oc.product_id,
+                    delta: -i64::from(oc.quantity),
+                    reason: StockChangeReason::Sold,
+                    order_id: oc.order_id.clone(),
+                }),
+            ),
+        ];
+        self.broker.publish_batch(&follow_ups).await?;
+        Ok(())
+    }
+
+    /// Consumes `subscription` until `shutdown` is cancelled or the broker closes.
+    pub async fn run(self, mut subscription: Box<dyn Subscription>, shutdown: CancellationToken) {
+        let mut backoff = Backoff::default();
+        loop {
+            let delivery = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return,
+                d = subscription.next() => d,
+            };
+            match delivery {
+                Ok(d) => {
+                    if self.settle(d).await {
+                        backoff.reset();
+                    } else {
+                        tokio::select! {
+                            () = shutdown.cancelled() => return,
+                            () = tokio::time::sleep(backoff.next_delay()) => {}
+                        }
+                    }
+                }
+                Err(MqError::Closed) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "order consumer: subscription failed");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(backoff.next_delay()) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles and settles one delivery; false when it must be retried.
+    async fn settle(&self, delivery: Delivery) -> bool {
+        match self.handle(&delivery.envelope).await {
+            Ok(()) => {
+                if let Err(e) = delivery.ack().await {
+                    tracing::warn!(error = %e, "order consumer: ack failed; the message will be redelivered");
+                }
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, id = %delivery.envelope.id, "order consumer: handling failed; retrying");
+                metrics::counter!("seckill_order_consumer_failures_total").increment(1);
+                let _ = delivery.nack(true).await;
+                false
+            }
+        }
+    }
+}
+
+fn order_from(oc: &OrderCreated) -> Order {
+    Order {
+        order_id: oc.order_id.clone(),
+        product_id: oc.product_id,
+        user_id: oc.user_id,
+        quantity: oc.quantity,
+        price_cents: oc.price_cents,
+        status: OrderStatus::AwaitingPayment,
+        sold_at_ms: oc.sold_at_ms,
+        created_at_ms: now_ms(),
+        epoch: oc.epoch,
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Exponential backoff from 50 ms to 5 s.
+#[derive(Debug, Default)]
+pub(crate) struct Backoff {
+    attempt: u32,
+}
+
+impl Backoff {
+    pub(crate) fn next_delay(&mut self) -> Duration {
+        let d = Duration::from_millis(50u64 << self.attempt.min(7)).min(Duration::from_secs(5));
+        self.attempt = self.attempt.saturating_add(1);
+        d
+    }
+
+    pub(crate) fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let mut b = Backoff::default();
+        assert_eq!(b.next_delay(), Duration::from_millis(50));
+        assert_eq!(b.next_delay(), Duration::from_millis(100));
+        for _ in 0..20 {
+            assert!(b.next_delay() <= Duration::from_secs(5));
+        }
+        assert_eq!(b.next_delay(), Duration::from_secs(5));
+        b.reset();
+        assert_eq!(b.next_delay(), Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,13 @@
+//! The crate's error type.
+
+/// A failure of the order service.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OrderError {
+    /// The order store failed.
+    #[error("order store failed")]
+    Store(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// Publishing a follow-up message failed.
+    #[error("publishing a follow-up message failed")]
+    Publish(#[from] seckill_mq::MqError),
+}

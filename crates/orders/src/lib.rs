@@ -1,0 +1,39 @@
+//! Orders of the seckill service.
+//!
+//! A sale becomes an order when the order consumer takes its `OrderCreated` message from the
+//! broker and stores it. Delivery is at least once; the store's idempotent insert makes the
+//! effect exactly once.
+//!
+//! # Layout
+//! - [`store`]: [`Order`], the [`OrderStore`] trait and [`MemoryOrderStore`].
+//! - [`consumer`]: [`OrderConsumer`], the order service's consumer loop.
+//! - [`error`]: [`OrderError`].
+//!
+//! # Example
+//! ```
+//! use std::sync::Arc;
+//! use seckill_mq::{Broker, Envelope, MemoryBroker, Message, OrderCreated};
+//! use seckill_orders::{MemoryOrderStore, OrderConsumer, OrderStore};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = Arc::new(MemoryOrderStore::new());
+//! let consumer = OrderConsumer::new(store.clone(), Arc::new(MemoryBroker::new()));
+//! let sale = Envelope::new("oc-1001-1", Message::OrderCreated(OrderCreated {
+//!     order_id: "1001-1".into(), product_id: 1001, user_id: 2001, quantity: 1,
+//!     price_cents: 899_900, sold_at_ms: 0, epoch: 1,
+//! }));
+//! consumer.handle(&sale).await?;
+//! consumer.handle(&sale).await?; // a redelivery changes nothing
+//! assert_eq!(store.count_by_product(1001).await?, 1);
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod consumer;
+pub mod error;
+pub mod store;
+
+pub use consumer::{ORDER_SERVICE_GROUP, OrderConsumer};
+pub use error::OrderError;
+pub use store::{MemoryOrderStore, Order, OrderStatus, OrderStore};
