@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use figment::providers::{Env, Format, Serialized, Yaml};
-use figment::{Figment, Profile};
+use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 use seckill_api::{DegradationSettings, LimitAlgorithm, RateLimitSettings, Settings};
@@ -374,32 +374,50 @@ pub fn figment(file: &FileChoice) -> Result<Figment, String> {
 /// where its value came from.
 pub fn load(file: &FileChoice) -> Result<Config, String> {
     let figment = figment(file)?;
-    let config: Config = figment
-        .extract()
-        .map_err(|e| e.into_iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))?;
+    let config: Config = figment.extract().map_err(|e| {
+        e.into_iter()
+            .map(|e| {
+                let key = e.path.join(".").to_lowercase();
+                let from = describe(e.metadata.as_ref(), &key);
+                if key.is_empty() {
+                    format!("{} ({from})", e.kind)
+                } else {
+                    format!("invalid {key} ({from}): {}", e.kind)
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    })?;
     let problems = config.problems();
     if problems.is_empty() {
         return Ok(config);
     }
     Err(problems
         .into_iter()
-        .map(|(key, why)| format!("invalid {key} ({}): {why}", origin(&figment, key)))
+        .map(|(key, why)| {
+            format!(
+                "invalid {key} ({}): {why}",
+                describe(figment.find_metadata(key), key)
+            )
+        })
         .collect::<Vec<_>>()
         .join("\n"))
 }
 
-/// Names the provider a key's value came from.
-fn origin(figment: &Figment, key: &str) -> String {
-    match figment.find_metadata(key) {
-        None => "default".into(),
-        Some(md) => {
-            let parts: Vec<&str> = key.split('.').collect();
-            let name = md.interpolate(&Profile::Default, &parts);
-            match &md.source {
-                Some(src) => format!("{name} in {} {src}", md.name),
-                None => format!("{name} from {}", md.name),
-            }
-        }
+/// Names where a key's value came from: the environment variable, the file, or the default.
+fn describe(md: Option<&figment::Metadata>, key: &str) -> String {
+    let Some(md) = md else {
+        return "default".into();
+    };
+    if md.name.contains("environment") {
+        return format!(
+            "from environment variable SECKILL_{}",
+            key.replace('.', "__").to_uppercase()
+        );
+    }
+    match &md.source {
+        Some(src) => format!("from {src}"),
+        None => format!("from {}", md.name),
     }
 }
 
@@ -621,7 +639,8 @@ mod tests {
             assert!(err.contains("mq.backend"), "{err}");
             jail.set_env("SECKILL_MQ__BACKEND", "pigeon");
             let err = load(&FileChoice::Default).unwrap_err();
-            assert!(err.contains("backend"), "{err}");
+            assert!(err.contains("mq.backend"), "{err}");
+            assert!(err.contains("SECKILL_MQ__BACKEND"), "{err}");
             Ok(())
         });
     }

@@ -5,16 +5,14 @@
 //! `config/seckill.yaml` when present; `SECKILL_<SECTION>__<KEY>` variables override both.
 //! An invalid configuration exits with status 64, naming each bad key and its source.
 
-mod config;
-mod telemetry;
-
 use std::process::ExitCode;
 
 use anyhow::Context;
 use seckill_api::{App, Components};
 use tokio::net::TcpListener;
 
-use crate::config::{Config, FileChoice};
+use seckill_server::config::{self, Config, FileChoice};
+use seckill_server::telemetry;
 
 /// Exit status for an invalid configuration (EX_USAGE).
 const EXIT_CONFIG: u8 = 64;

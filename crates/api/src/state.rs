@@ -21,6 +21,13 @@ pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
 #[derive(Clone)]
 pub struct AppState(pub(crate) Arc<Inner>);
 
+impl AppState {
+    /// The flow-control state (for operators and tests).
+    pub fn flow(&self) -> &FlowControl {
+        &self.0.flow
+    }
+}
+
 pub(crate) struct Inner {
     pub(crate) inventory: Arc<dyn Inventory>,
     pub(crate) orders: Arc<dyn OrderStore>,

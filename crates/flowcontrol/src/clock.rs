@@ -12,6 +12,14 @@ use std::time::{Duration, Instant};
 pub trait Clock: Send + Sync + 'static {
     /// Monotonic time since the clock's origin.
     fn now(&self) -> Duration;
+
+    /// The same reading in whole nanoseconds, saturating at `u64::MAX`.
+    /// The limiters call this on their hot path; override it when the clock
+    /// can answer without building a [`Duration`].
+    #[inline]
+    fn now_nanos(&self) -> u64 {
+        duration_to_nanos(self.now())
+    }
 }
 
 impl<C: Clock + ?Sized> Clock for Arc<C> {
@@ -19,12 +27,22 @@ impl<C: Clock + ?Sized> Clock for Arc<C> {
     fn now(&self) -> Duration {
         (**self).now()
     }
+
+    #[inline]
+    fn now_nanos(&self) -> u64 {
+        (**self).now_nanos()
+    }
 }
 
 impl<C: Clock + ?Sized> Clock for Box<C> {
     #[inline]
     fn now(&self) -> Duration {
         (**self).now()
+    }
+
+    #[inline]
+    fn now_nanos(&self) -> u64 {
+        (**self).now_nanos()
     }
 }
 
@@ -77,6 +95,11 @@ impl Clock for ManualClock {
     fn now(&self) -> Duration {
         Duration::from_nanos(self.nanos.load(Ordering::Acquire))
     }
+
+    #[inline]
+    fn now_nanos(&self) -> u64 {
+        self.nanos.load(Ordering::Acquire)
+    }
 }
 
 /// Whole nanoseconds in `d`, saturating at `u64::MAX` (about 584 years).
@@ -90,7 +113,7 @@ pub(crate) fn duration_to_nanos(d: Duration) -> u64 {
 /// The clock's reading in nanoseconds.
 #[inline]
 pub(crate) fn now_nanos<C: Clock + ?Sized>(clock: &C) -> u64 {
-    duration_to_nanos(clock.now())
+    clock.now_nanos()
 }
 
 #[cfg(test)]

@@ -167,7 +167,10 @@ impl<C: Clock> fmt::Debug for TokenBucket<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenBucket")
             .field("quota", &self.quota())
-            .field("tat_nanos", &(self.state.tat.load(Ordering::Relaxed) & !LOCK))
+            .field(
+                "tat_nanos",
+                &(self.state.tat.load(Ordering::Relaxed) & !LOCK),
+            )
             .finish_non_exhaustive()
     }
 }

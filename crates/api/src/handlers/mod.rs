@@ -109,6 +109,13 @@ pub(crate) fn parse_json<T: DeserializeOwned>(
     bytes: &[u8],
     fields: &[(&'static str, Kind, bool)],
 ) -> Result<T, ApiError> {
+    // serde would read a struct from an array too; only objects are accepted.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(match serde_json::from_slice::<serde_json::Value>(bytes) {
+            Ok(_) => ApiError::Invalid("the body must be a JSON object".into()),
+            Err(e) => ApiError::Invalid(format!("malformed JSON: {e}").into()),
+        });
+    }
     serde_json::from_slice(bytes).map_err(|e| diagnose(bytes, fields, &e))
 }
 

@@ -157,7 +157,7 @@ pub(crate) async fn order(State(state): State<AppState>, Path(raw): Path<String>
                 message: "unknown order (a new sale's order may still be in transit)",
             })?;
         let price = order.price_cents as f64 / 100.0;
-        Ok(ok(StatusCode::OK, &OrderView { order, price }))
+        Ok::<_, ApiError>(ok(StatusCode::OK, &OrderView { order, price }))
     };
     result.await.unwrap_or_else(IntoResponse::into_response)
 }

@@ -89,7 +89,10 @@ mod tests {
         let v = p.pack(u64::from(u32::MAX) + 5, u64::from(u32::MAX));
         assert_eq!(p.count(v), u64::from(u32::MAX));
         // The tag wrapped to 4; resolved near the true index it comes back.
-        assert_eq!(p.resolve(v, u64::from(u32::MAX) + 3), u64::from(u32::MAX) + 5);
+        assert_eq!(
+            p.resolve(v, u64::from(u32::MAX) + 3),
+            u64::from(u32::MAX) + 5
+        );
         assert_eq!(p.resolve(p.pack(10, 0), 12), 10);
         assert_eq!(p.resolve(p.pack(12, 0), 10), 12);
     }

@@ -23,10 +23,13 @@ use crate::limiter::{RateLimited, RateLimiter, never};
 /// The current sub-bucket is one `AtomicU64` (index and count) updated by
 /// compare-and-swap; finished sub-buckets are frozen into a ring of
 /// `buckets + 1` atomics before the current one moves on, so the check is
-/// exact under concurrency. No lock, no allocation after construction; a
-/// check reads `buckets` atomics.
+/// exact under concurrency. Their sum is cached once per sub-bucket, so a
+/// check usually reads two atomics. No lock, no allocation after
+/// construction.
 pub struct SlidingWindow<C: Clock = SystemClock> {
     current: Cell,
+    /// (sub-bucket, sum of the sub-buckets before it, clamped at `limit`).
+    prev_cache: Cell,
     history: Box<[AtomicU64]>,
     packing: Packing,
     limit: u32,
@@ -50,7 +53,11 @@ impl SlidingWindow<SystemClock> {
     }
 
     /// Like [`SlidingWindow::new`], but returns an error for a zero window.
-    pub fn try_new(limit: NonZeroU32, window: Duration, buckets: NonZeroU32) -> Result<Self, Error> {
+    pub fn try_new(
+        limit: NonZeroU32,
+        window: Duration,
+        buckets: NonZeroU32,
+    ) -> Result<Self, Error> {
         Self::try_with_clock(limit, window, buckets, SystemClock)
     }
 }
@@ -79,9 +86,12 @@ impl<C: Clock> SlidingWindow<C> {
         let window = window_nanos(window)?;
         let buckets = u64::from(buckets.get());
         let packing = Packing::for_limit(limit.get());
-        let history = (0..=buckets).map(|_| AtomicU64::new(packing.pack(0, 0))).collect();
+        let history = (0..=buckets)
+            .map(|_| AtomicU64::new(packing.pack(0, 0)))
+            .collect();
         Ok(Self {
             current: Cell(AtomicU64::new(packing.pack(0, 0))),
+            prev_cache: Cell(AtomicU64::new(packing.pack(u64::MAX, 0))),
             history,
             packing,
             limit: limit.get(),
@@ -133,11 +143,33 @@ impl<C: Clock> SlidingWindow<C> {
             } else if p.resolve(v, idx) > idx {
                 return;
             }
-            match slot.compare_exchange_weak(v, p.pack(idx, count), Ordering::AcqRel, Ordering::Acquire) {
+            match slot.compare_exchange_weak(
+                v,
+                p.pack(idx, count),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
                 Ok(_) => return,
                 Err(actual) => v = actual,
             }
         }
+    }
+
+    /// The count of bucket `k`: the live count for the one bucket a peek
+    /// sees unarchived, else its frozen count.
+    #[inline]
+    fn bucket_count(&self, k: u64, live: Option<(u64, u64)>) -> u64 {
+        match live {
+            Some((idx, count)) if idx == k => count,
+            _ => self.frozen(k),
+        }
+    }
+
+    /// Permits counted in the `buckets` sub-buckets before `idx`.
+    fn history_sum(&self, idx: u64, live: Option<(u64, u64)>) -> u64 {
+        (idx.saturating_sub(self.buckets)..idx)
+            .map(|k| self.bucket_count(k, live))
+            .sum()
     }
 
     /// Decides a request for `1..=limit` permits; with `commit` takes them.
@@ -152,26 +184,31 @@ impl<C: Clock> SlidingWindow<C> {
         let mut cur = self.current.0.load(Ordering::Acquire);
         loop {
             let cidx = p.resolve(cur, mine);
-            let (idx, count) = if cidx >= mine {
-                (cidx, p.count(cur))
+            let (idx, count, prev, live) = if cidx >= mine {
+                // The current sub-bucket is `cidx`: every earlier one is
+                // frozen, so their sum is cached per sub-bucket (clamped at
+                // the limit, which is all a decision needs).
+                let cached = self.prev_cache.0.load(Ordering::Acquire);
+                let prev = if p.same_bucket(cached, cidx) {
+                    p.count(cached)
+                } else {
+                    let prev = self.history_sum(cidx, None).min(limit);
+                    self.prev_cache
+                        .0
+                        .store(p.pack(cidx, prev), Ordering::Release);
+                    prev
+                };
+                (cidx, p.count(cur), prev, None)
+            } else if commit {
+                self.archive(cidx, p.count(cur));
+                (mine, 0, self.history_sum(mine, None), None)
             } else {
-                if commit {
-                    self.archive(cidx, p.count(cur));
-                }
-                (mine, 0)
+                // A peek does not archive: it reads the live count instead.
+                let live = Some((cidx, p.count(cur)));
+                (mine, 0, self.history_sum(mine, live), live)
             };
-            let prev: u64 = (idx.saturating_sub(self.buckets)..idx)
-                .map(|k| {
-                    if commit || k != cidx {
-                        self.frozen(k)
-                    } else {
-                        // A peek does not archive: read the live count.
-                        p.count(cur)
-                    }
-                })
-                .sum();
             if prev + count + n > limit {
-                return Err(self.rejection(idx, count, prev, n, now));
+                return Err(self.rejection(idx, count, n, now, live));
             }
             if !commit {
                 return Ok(idx);
@@ -190,13 +227,20 @@ impl<C: Clock> SlidingWindow<C> {
 
     /// The wait until enough old sub-buckets have slid out.
     #[cold]
-    fn rejection(&self, idx: u64, count: u64, prev: u64, n: u64, now: u64) -> RateLimited {
+    fn rejection(
+        &self,
+        idx: u64,
+        count: u64,
+        n: u64,
+        now: u64,
+        live: Option<(u64, u64)>,
+    ) -> RateLimited {
         let limit = u64::from(self.limit);
-        let mut used = prev + count;
+        let mut used = self.history_sum(idx, live) + count;
         for j in 1..=self.buckets + 1 {
             let dropped = match (idx + j - 1).checked_sub(self.buckets) {
                 Some(k) if k == idx => count,
-                Some(k) => self.frozen(k),
+                Some(k) => self.bucket_count(k, live),
                 None => 0,
             };
             used = used.saturating_sub(dropped);
@@ -236,11 +280,12 @@ impl<C: Clock> SlidingWindow<C> {
         let mut cur = self.current.0.load(Ordering::Acquire);
         while p.same_bucket(cur, idx) && p.count(cur) >= u64::from(n) {
             let new = p.pack(idx, p.count(cur) - u64::from(n));
-            match self
-                .current
-                .0
-                .compare_exchange_weak(cur, new, Ordering::AcqRel, Ordering::Acquire)
-            {
+            match self.current.0.compare_exchange_weak(
+                cur,
+                new,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
                 Ok(_) => return,
                 Err(actual) => cur = actual,
             }
@@ -283,7 +328,12 @@ mod tests {
 
     fn window(limit: u32, buckets: u32) -> (SlidingWindow<ManualClock>, ManualClock) {
         let clock = ManualClock::new();
-        let w = SlidingWindow::with_clock(nz(limit), Duration::from_secs(1), nz(buckets), clock.clone());
+        let w = SlidingWindow::with_clock(
+            nz(limit),
+            Duration::from_secs(1),
+            nz(buckets),
+            clock.clone(),
+        );
         (w, clock)
     }
 

@@ -1,0 +1,125 @@
+//! Starts the real server on an ephemeral port for a test.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::time::Duration;
+
+use seckill_api::{App, Components, Settings};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub struct Server {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub app_state: seckill_api::AppState,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+/// Settings for tests: the specification's, without the global rate limit unless a test sets it.
+pub fn settings() -> Settings {
+    Settings {
+        rate_limit: None,
+        ..Settings::default()
+    }
+}
+
+impl Server {
+    pub async fn start(settings: Settings, components: Components) -> Self {
+        let app = App::start(settings, components, None).await.expect("app starts");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let app_state = app.state.clone();
+        let task = tokio::spawn(seckill_api::serve(listener, app, async {
+            let _ = rx.await;
+        }));
+        Self {
+            base: format!("http://{addr}"),
+            client: reqwest::Client::builder()
+                .pool_max_idle_per_host(256)
+                .build()
+                .unwrap(),
+            app_state,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub async fn embedded() -> Self {
+        Self::start(settings(), Components::embedded()).await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// POSTs JSON; returns the status and the body as JSON.
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self.client.post(self.url(path)).json(&body).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self.client.get(self.url(path)).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn prewarm(&self, body: Value) -> (u16, Value) {
+        self.post("/api/v1/seckill/activity/prewarm", body).await
+    }
+
+    pub async fn purchase(&self, product_id: u64, user_id: u64) -> (u16, Value) {
+        self.post(
+            "/api/v1/seckill/purchase",
+            json!({"product_id": product_id, "user_id": user_id, "quantity": 1}),
+        )
+        .await
+    }
+
+    pub async fn stats(&self, product_id: u64) -> Value {
+        let (s, v) = self.get(&format!("/api/v1/seckill/stats/{product_id}")).await;
+        assert_eq!(s, 200, "{v}");
+        v["data"].clone()
+    }
+
+    /// Polls the product's stats until `orders_created` reaches `n` (the pipeline is
+    /// asynchronous), failing after 10 s.
+    pub async fn wait_orders(&self, product_id: u64, n: u64) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let st = self.stats(product_id).await;
+            if st["orders_created"] == n {
+                return st;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "orders_created never reached {n}: {st}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Sends the shutdown signal and waits for the server (and its pipeline drain) to finish.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.take().unwrap().await.unwrap().unwrap();
+    }
+}
+
+/// The specification's prewarm body, moved to a window around now.
+pub fn activity(product_id: u64, stock: u64) -> Value {
+    let now = chrono::Utc::now();
+    json!({
+        "product_id": product_id,
+        "product_name": "iPhone 15 Pro",
+        "price": 8999.00,
+        "stock": stock,
+        "start_time": (now - chrono::Duration::minutes(1)).to_rfc3339(),
+        "end_time": (now + chrono::Duration::hours(2)).to_rfc3339(),
+        "status": "active"
+    })
+}

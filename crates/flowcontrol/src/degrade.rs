@@ -1,0 +1,173 @@
+//! Load-based degradation switch with hysteresis and a manual override.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+
+use crate::error::Error;
+
+const AUTO: u8 = 0;
+const FORCED_OFF: u8 = 1;
+const FORCED_ON: u8 = 2;
+
+/// Decides whether the service is degraded (refusing requests) from a load
+/// signal such as [`RequestQueue::load`](crate::RequestQueue::load) or
+/// [`CpuLoad::sample`](crate::CpuLoad::sample).
+///
+/// It enters degradation when `load >= threshold` and leaves it when
+/// `load < threshold - hysteresis`, so a load hovering around the threshold
+/// does not flap. An operator can force it either way. Atomics only.
+pub struct Degradation {
+    threshold: f64,
+    exit_below: f64,
+    degraded: AtomicBool,
+    forced: AtomicU8,
+}
+
+impl Degradation {
+    /// A switch entering at `threshold` and leaving below
+    /// `threshold - hysteresis`.
+    ///
+    /// # Panics
+    /// If the parameters are invalid; see [`Degradation::try_new`].
+    pub fn new(threshold: f64, hysteresis: f64) -> Self {
+        match Self::try_new(threshold, hysteresis) {
+            Ok(d) => d,
+            Err(e) => panic!("invalid Degradation: {e}"),
+        }
+    }
+
+    /// Like [`Degradation::new`]; `threshold` must be finite and positive
+    /// (loads above 1 are meaningful: a queue with waiters, CPU over the
+    /// limit) and `hysteresis` in `0..threshold`.
+    pub fn try_new(threshold: f64, hysteresis: f64) -> Result<Self, Error> {
+        if !(threshold.is_finite() && threshold > 0.0) {
+            return Err(Error::OutOfRange {
+                name: "threshold",
+                value: threshold,
+                expected: "a finite number > 0",
+            });
+        }
+        if !(0.0..threshold).contains(&hysteresis) {
+            return Err(Error::OutOfRange {
+                name: "hysteresis",
+                value: hysteresis,
+                expected: "0 <= hysteresis < threshold",
+            });
+        }
+        Ok(Self {
+            threshold,
+            exit_below: threshold - hysteresis,
+            degraded: AtomicBool::new(false),
+            forced: AtomicU8::new(AUTO),
+        })
+    }
+
+    /// Feeds a load reading and returns whether requests must be refused.
+    /// The automatic state follows the load even while forced, so clearing
+    /// the override resumes from the current load. A NaN load changes
+    /// nothing.
+    pub fn evaluate(&self, load: f64) -> bool {
+        let auto = if self.degraded.load(Ordering::Relaxed) {
+            if load < self.exit_below {
+                self.degraded.store(false, Ordering::Relaxed);
+                false
+            } else {
+                true
+            }
+        } else {
+            let enter = load >= self.threshold;
+            if enter {
+                self.degraded.store(true, Ordering::Relaxed);
+            }
+            enter
+        };
+        self.forced().unwrap_or(auto)
+    }
+
+    /// Operator override: `Some(true)` always degraded, `Some(false)` never,
+    /// `None` automatic.
+    pub fn set_forced(&self, forced: Option<bool>) {
+        let v = match forced {
+            None => AUTO,
+            Some(false) => FORCED_OFF,
+            Some(true) => FORCED_ON,
+        };
+        self.forced.store(v, Ordering::Relaxed);
+    }
+
+    /// The operator override in force.
+    pub fn forced(&self) -> Option<bool> {
+        match self.forced.load(Ordering::Relaxed) {
+            FORCED_OFF => Some(false),
+            FORCED_ON => Some(true),
+            _ => None,
+        }
+    }
+
+    /// Whether requests must be refused now (override, else the last
+    /// evaluation).
+    pub fn is_degraded(&self) -> bool {
+        self.forced()
+            .unwrap_or_else(|| self.degraded.load(Ordering::Relaxed))
+    }
+
+    /// The entry threshold.
+    pub fn threshold(&self) -> f64 {
+        self.threshold
+    }
+}
+
+impl fmt::Debug for Degradation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Degradation")
+            .field("threshold", &self.threshold)
+            .field("exit_below", &self.exit_below)
+            .field("degraded", &self.is_degraded())
+            .field("forced", &self.forced())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hysteresis() {
+        let d = Degradation::new(0.75, 0.25);
+        assert!(!d.evaluate(0.74));
+        assert!(d.evaluate(0.75));
+        assert!(d.evaluate(0.6), "stays degraded inside the band");
+        assert!(d.evaluate(0.5), "0.5 is not below 0.75 - 0.25");
+        assert!(!d.evaluate(0.49));
+        assert!(!d.evaluate(0.74));
+        assert!(!d.evaluate(f64::NAN));
+        assert!(d.evaluate(2.0));
+        assert!(d.evaluate(f64::NAN));
+        assert!(d.is_degraded());
+    }
+
+    #[test]
+    fn override_wins_and_auto_keeps_tracking() {
+        let d = Degradation::new(0.8, 0.0);
+        d.set_forced(Some(true));
+        assert_eq!(d.forced(), Some(true));
+        assert!(d.evaluate(0.0));
+        assert!(d.is_degraded());
+        d.set_forced(Some(false));
+        assert!(!d.evaluate(0.99));
+        assert!(!d.is_degraded());
+        d.set_forced(None);
+        assert!(d.is_degraded(), "auto state followed the 0.99 reading");
+        assert!(!d.evaluate(0.1));
+    }
+
+    #[test]
+    fn invalid_parameters() {
+        assert!(Degradation::try_new(0.0, 0.0).is_err());
+        assert!(Degradation::try_new(f64::NAN, 0.0).is_err());
+        assert!(Degradation::try_new(0.5, 0.5).is_err());
+        assert!(Degradation::try_new(0.5, -0.1).is_err());
+        assert!(Degradation::try_new(1.5, 0.2).is_ok());
+    }
+}

@@ -1,0 +1,124 @@
+//! The `Broker` contract, run against every backend.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use seckill_mq::{
+    Broker, Envelope, MemoryBroker, Message, OrderCreated, PurchaseResult, Topic,
+};
+
+fn order(n: u64) -> Envelope {
+    Envelope::new(
+        format!("oc-1001-{n}"),
+        Message::OrderCreated(OrderCreated {
+            order_id: format!("1001-{n}"),
+            product_id: 1001,
+            user_id: n,
+            quantity: 1,
+            price_cents: 100,
+            sold_at_ms: 0,
+            epoch: 1,
+        }),
+    )
+}
+
+async fn every_group_gets_every_message_and_members_share(broker: Arc<dyn Broker>, group: &str) {
+    let other = format!("{group}-audit");
+    let mut a1 = broker.subscribe(Topic::OrderCreated, group).await.unwrap();
+    let mut a2 = broker.subscribe(Topic::OrderCreated, group).await.unwrap();
+    let mut b = broker.subscribe(Topic::OrderCreated, &other).await.unwrap();
+    let batch: Vec<Envelope> = (1..=10).map(order).collect();
+    broker.publish_batch(&batch).await.unwrap();
+    let mut seen = HashSet::new();
+    for i in 0..10 {
+        let d = if i % 2 == 0 { a1.next().await } else { a2.next().await }.unwrap();
+        assert!(!d.redelivered);
+        assert!(seen.insert(d.envelope.id.clone()), "a member of one group got a duplicate");
+        d.ack().await.unwrap();
+    }
+    assert_eq!(seen.len(), 10);
+    let mut audit = HashSet::new();
+    for _ in 0..10 {
+        let d = b.next().await.unwrap();
+        audit.insert(d.envelope.id.clone());
+        d.ack().await.unwrap();
+    }
+    assert_eq!(audit, seen, "each group gets every message");
+    assert_eq!(broker.pending(Topic::OrderCreated, group).await.unwrap(), Some(0));
+}
+
+async fn unsettled_or_requeued_deliveries_come_back(broker: Arc<dyn Broker>, group: &str) {
+    let mut sub = broker.subscribe(Topic::OrderCreated, group).await.unwrap();
+    broker.publish(&order(1)).await.unwrap();
+    let d = sub.next().await.unwrap();
+    assert_eq!(broker.pending(Topic::OrderCreated, group).await.unwrap(), Some(1));
+    drop(d); // a consumer that died before acknowledging
+    let d = sub.next().await.unwrap();
+    assert!(d.redelivered);
+    assert_eq!(d.envelope.id, "oc-1001-1");
+    d.nack(true).await.unwrap();
+    let d = sub.next().await.unwrap();
+    assert!(d.redelivered);
+    d.ack().await.unwrap();
+    assert_eq!(broker.pending(Topic::OrderCreated, group).await.unwrap(), Some(0));
+}
+
+async fn topics_are_separate(broker: Arc<dyn Broker>, group: &str) {
+    let mut results = broker.subscribe(Topic::PurchaseResult, group).await.unwrap();
+    broker.publish(&order(1)).await.unwrap();
+    let pr = Envelope::new(
+        "pr-1",
+        Message::PurchaseResult(PurchaseResult {
+            product_id: 1001,
+            user_id: 1,
+            order_id: Some("1001-1".into()),
+            status: "success".into(),
+        }),
+    );
+    broker.publish(&pr).await.unwrap();
+    let d = results.next().await.unwrap();
+    assert_eq!(d.envelope, pr);
+    d.ack().await.unwrap();
+}
+
+macro_rules! contract {
+    ($backend:ident, $make:expr) => {
+        mod $backend {
+            use super::*;
+
+            #[tokio::test]
+            async fn every_group_gets_every_message_and_members_share() {
+                super::every_group_gets_every_message_and_members_share($make, "g1").await;
+            }
+            #[tokio::test]
+            async fn unsettled_or_requeued_deliveries_come_back() {
+                super::unsettled_or_requeued_deliveries_come_back($make, "g2").await;
+            }
+            #[tokio::test]
+            async fn topics_are_separate() {
+                super::topics_are_separate($make, "g3").await;
+            }
+        }
+    };
+}
+
+contract!(memory, Arc::new(MemoryBroker::new()) as Arc<dyn Broker>);
+
+#[tokio::test]
+async fn memory_keeps_messages_published_before_the_first_group_and_dead_letters_nacks() {
+    let broker = MemoryBroker::new();
+    broker.publish(&order(1)).await.unwrap();
+    broker.publish(&order(2)).await.unwrap();
+    assert_eq!(broker.pending(Topic::OrderCreated, "late").await.unwrap(), Some(2));
+    let mut sub = broker.subscribe(Topic::OrderCreated, "late").await.unwrap();
+    let d = sub.next().await.unwrap();
+    assert_eq!(d.envelope.id, "oc-1001-1");
+    d.nack(false).await.unwrap();
+    sub.next().await.unwrap().ack().await.unwrap();
+    let dead = broker.dead_letters(Topic::OrderCreated, "late");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].id, "oc-1001-1");
+    broker.close();
+    assert!(matches!(sub.next().await, Err(seckill_mq::MqError::Closed)));
+    assert!(broker.publish(&order(3)).await.is_err());
+}

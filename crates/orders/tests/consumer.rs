@@ -1,0 +1,106 @@
+//! The order consumer over the in-process broker and store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use seckill_mq::{Broker, Envelope, MemoryBroker, Message, OrderCreated, Topic};
+use seckill_orders::{
+    MemoryOrderStore, ORDER_SERVICE_GROUP, Order, OrderConsumer, OrderError, OrderStatus,
+    OrderStore,
+};
+use tokio_util::sync::CancellationToken;
+
+fn sale(n: u64) -> Envelope {
+    Envelope::new(
+        format!("oc-1001-{n}"),
+        Message::OrderCreated(OrderCreated {
+            order_id: format!("1001-{n}"),
+            product_id: 1001,
+            user_id: 2000 + n,
+            quantity: 1,
+            price_cents: 899_900,
+            sold_at_ms: 1,
+            epoch: 1,
+        }),
+    )
+}
+
+#[tokio::test]
+async fn redelivered_sales_are_stored_once_and_followed_up() {
+    let broker = Arc::new(MemoryBroker::new());
+    let store = Arc::new(MemoryOrderStore::new());
+    let mut results = broker.subscribe(Topic::PurchaseResult, "notify").await.unwrap();
+    let mut stock = broker.subscribe(Topic::StockChanged, "cache").await.unwrap();
+    let sub = broker.subscribe(Topic::OrderCreated, ORDER_SERVICE_GROUP).await.unwrap();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(OrderConsumer::new(store.clone(), broker.clone()).run(sub, stop.clone()));
+    for n in 1..=5 {
+        broker.publish(&sale(n)).await.unwrap();
+    }
+    // The same messages again, as a broker redelivers after a lost ack.
+    broker.publish_batch(&(1..=5).map(sale).collect::<Vec<_>>()).await.unwrap();
+    for _ in 0..10 {
+        let d = results.next().await.unwrap();
+        assert!(d.envelope.id.starts_with("pr-1001-"));
+        d.ack().await.unwrap();
+        stock.next().await.unwrap().ack().await.unwrap();
+    }
+    assert_eq!(store.count_by_product(1001).await.unwrap(), 5);
+    let o = store.get("1001-3").await.unwrap().unwrap();
+    assert_eq!((o.user_id, o.quantity, o.status), (2003, 1, OrderStatus::AwaitingPayment));
+    stop.cancel();
+    task.await.unwrap();
+    assert_eq!(broker.pending(Topic::OrderCreated, ORDER_SERVICE_GROUP).await.unwrap(), Some(0));
+}
+
+/// A store that fails its first `failures` inserts.
+struct Flaky {
+    inner: MemoryOrderStore,
+    failures: Mutex<u32>,
+}
+
+#[async_trait]
+impl OrderStore for Flaky {
+    async fn insert(&self, order: &Order) -> Result<bool, OrderError> {
+        {
+            let mut f = self.failures.lock();
+            if *f > 0 {
+                *f -= 1;
+                return Err(OrderError::Store("database down".into()));
+            }
+        }
+        self.inner.insert(order).await
+    }
+    async fn get(&self, order_id: &str) -> Result<Option<Order>, OrderError> {
+        self.inner.get(order_id).await
+    }
+    async fn count_by_product(&self, product_id: u64) -> Result<u64, OrderError> {
+        self.inner.count_by_product(product_id).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_store_is_retried_until_the_order_is_stored() {
+    let broker = Arc::new(MemoryBroker::new());
+    let store = Arc::new(Flaky {
+        inner: MemoryOrderStore::new(),
+        failures: Mutex::new(3),
+    });
+    let sub = broker.subscribe(Topic::OrderCreated, ORDER_SERVICE_GROUP).await.unwrap();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(OrderConsumer::new(store.clone(), broker.clone()).run(sub, stop.clone()));
+    broker.publish(&sale(1)).await.unwrap();
+    // Backoff is 50 + 100 + 200 ms of paused time before the fourth attempt.
+    for _ in 0..100 {
+        if store.count_by_product(1001).await.unwrap() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(store.count_by_product(1001).await.unwrap(), 1);
+    assert_eq!(*store.failures.lock(), 0);
+    stop.cancel();
+    task.await.unwrap();
+}

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The test command: starts what the tests need, then runs every test of the workspace
+# (unit, integration, contract suites against the real services, and doc tests).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=scripts/services.sh
+. scripts/services.sh
+cargo test --workspace --locked "$@"
