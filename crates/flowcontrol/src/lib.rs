@@ -66,3 +66,8 @@ pub use limiter::{Quota, RateLimited, RateLimiter};
 pub use queue::{QueuePermit, QueueRejected, RequestQueue};
 pub use token_bucket::TokenBucket;
 pub use window::{FixedWindow, SlidingWindow};
+
+/// Compiles the README's example as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
