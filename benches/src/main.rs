@@ -190,7 +190,8 @@ fn bare(port: u16) -> anyhow::Result<()> {
         let app = axum::Router::new()
             .route("/api/v1/seckill/purchase", post(answer))
             .route("/health", get(answer));
-        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
+        let listener =
+            tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
         axum::serve(listener, app).await?;
         Ok(())
     })
@@ -208,6 +209,8 @@ fn main() -> anyhow::Result<()> {
                 .map_or(Ok(18090), |p| p.parse())?;
             bare(port)
         }
-        _ => bail!("usage: seckill-bench load [--url U] [--body B] [--connections N] [--seconds S] [--threads T] | bare [--port P]"),
+        _ => bail!(
+            "usage: seckill-bench load [--url U] [--body B] [--connections N] [--seconds S] [--threads T] | bare [--port P]"
+        ),
     }
 }

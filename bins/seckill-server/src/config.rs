@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use figment::providers::{Env, Format, Serialized, Yaml};
 use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Yaml};
 use serde::{Deserialize, Serialize};
 
 use seckill_api::{DegradationSettings, LimitAlgorithm, RateLimitSettings, Settings};
@@ -427,14 +427,20 @@ impl Config {
         let mut p = Vec::new();
         let s = &self.seckill;
         if s.max_concurrent_requests == 0 {
-            p.push(("seckill.max_concurrent_requests", "must be at least 1".into()));
+            p.push((
+                "seckill.max_concurrent_requests",
+                "must be at least 1".into(),
+            ));
         }
         if s.async_workers == 0 || s.async_workers > 1024 {
             p.push(("seckill.async_workers", "must be between 1 and 1024".into()));
         }
         let rl = &s.rate_limit;
         if rl.enable && rl.requests_per_second == 0 {
-            p.push(("seckill.rate_limit.requests_per_second", "must be at least 1".into()));
+            p.push((
+                "seckill.rate_limit.requests_per_second",
+                "must be at least 1".into(),
+            ));
         }
         if rl.enable && rl.burst_size == 0 {
             p.push(("seckill.rate_limit.burst_size", "must be at least 1".into()));
@@ -467,17 +473,29 @@ impl Config {
         }
         let cb = &s.circuit_breaker;
         if cb.half_open_max_probes == 0 {
-            p.push(("seckill.circuit_breaker.half_open_max_probes", "must be at least 1".into()));
+            p.push((
+                "seckill.circuit_breaker.half_open_max_probes",
+                "must be at least 1".into(),
+            ));
         }
         if cb.recovery_timeout.is_zero() {
-            p.push(("seckill.circuit_breaker.recovery_timeout", "must be longer than 0s".into()));
+            p.push((
+                "seckill.circuit_breaker.recovery_timeout",
+                "must be longer than 0s".into(),
+            ));
         }
         let d = &s.degradation;
         if !(d.threshold > 0.0 && d.threshold <= 1.0) {
-            p.push(("seckill.degradation.threshold", format!("{} is not in (0, 1]", d.threshold)));
+            p.push((
+                "seckill.degradation.threshold",
+                format!("{} is not in (0, 1]", d.threshold),
+            ));
         }
         if d.response_message.trim().is_empty() {
-            p.push(("seckill.degradation.response_message", "must not be empty".into()));
+            p.push((
+                "seckill.degradation.response_message",
+                "must not be empty".into(),
+            ));
         }
         if self.server.max_body_bytes < 64 {
             p.push(("server.max_body_bytes", "must be at least 64".into()));
@@ -486,13 +504,22 @@ impl Config {
             p.push(("server.grpc_port", "must differ from server.port".into()));
         }
         if self.inventory.backend != InventoryBackend::Memory {
-            p.push(("inventory.backend", "only \"memory\" is available in this build".into()));
+            p.push((
+                "inventory.backend",
+                "only \"memory\" is available in this build".into(),
+            ));
         }
         if self.mq.backend != MqBackend::Memory {
-            p.push(("mq.backend", "only \"memory\" is available in this build".into()));
+            p.push((
+                "mq.backend",
+                "only \"memory\" is available in this build".into(),
+            ));
         }
         if self.orders.store != OrderStoreBackend::Memory {
-            p.push(("orders.store", "only \"memory\" is available in this build".into()));
+            p.push((
+                "orders.store",
+                "only \"memory\" is available in this build".into(),
+            ));
         }
         p
     }
@@ -546,6 +573,7 @@ impl Config {
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail closures return figment::Error
 mod tests {
     use super::*;
 
@@ -562,10 +590,16 @@ mod tests {
             assert_eq!(c.seckill.rate_limit.requests_per_second, 500);
             assert_eq!(c.seckill.rate_limit.burst_size, 1000);
             assert_eq!(c.seckill.circuit_breaker.failure_threshold, 10);
-            assert_eq!(c.seckill.circuit_breaker.recovery_timeout, Duration::from_secs(60));
+            assert_eq!(
+                c.seckill.circuit_breaker.recovery_timeout,
+                Duration::from_secs(60)
+            );
             assert!(c.seckill.degradation.enable);
             assert_eq!(c.seckill.degradation.threshold, 0.8);
-            assert_eq!(c.seckill.degradation.response_message, "系统繁忙，请稍后重试");
+            assert_eq!(
+                c.seckill.degradation.response_message,
+                "系统繁忙，请稍后重试"
+            );
             assert_eq!(c.inventory.backend, InventoryBackend::Memory);
             assert_eq!(c.mq.backend, MqBackend::Memory);
             assert_eq!(c.orders.store, OrderStoreBackend::Memory);
@@ -584,7 +618,10 @@ mod tests {
             jail.set_env("SECKILL_SERVER__PORT", "18083");
             let c = load(&FileChoice::Default).map_err(|e| e.to_string())?;
             assert_eq!(c.server.port, 18083, "env wins over the file");
-            assert_eq!(c.seckill.rate_limit.requests_per_second, 42, "file wins over defaults");
+            assert_eq!(
+                c.seckill.rate_limit.requests_per_second, 42,
+                "file wins over defaults"
+            );
             assert_eq!(c.seckill.rate_limit.burst_size, 7);
             jail.set_env("SECKILL_SECKILL__RATE_LIMIT__REQUESTS_PER_SECOND", "50");
             let c = load(&FileChoice::Default).map_err(|e| e.to_string())?;
@@ -611,7 +648,10 @@ mod tests {
             jail.set_env("SECKILL_SECKILL__DEGRADATION__THRESHOLD", "1.5");
             let err = load(&FileChoice::Default).unwrap_err();
             assert!(err.contains("seckill.degradation.threshold"), "{err}");
-            assert!(err.contains("SECKILL_SECKILL__DEGRADATION__THRESHOLD"), "{err}");
+            assert!(
+                err.contains("SECKILL_SECKILL__DEGRADATION__THRESHOLD"),
+                "{err}"
+            );
             Ok(())
         });
         figment::Jail::expect_with(|jail| {
@@ -624,7 +664,10 @@ mod tests {
         });
         figment::Jail::expect_with(|jail| {
             jail.create_dir("config")?;
-            jail.create_file("config/seckill.yaml", "seckill:\n  rate_limit:\n    burst: 3\n")?;
+            jail.create_file(
+                "config/seckill.yaml",
+                "seckill:\n  rate_limit:\n    burst: 3\n",
+            )?;
             let err = load(&FileChoice::Default).unwrap_err();
             assert!(err.contains("burst"), "unknown keys are refused: {err}");
             Ok(())

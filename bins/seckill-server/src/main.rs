@@ -26,7 +26,10 @@ fn file_choice() -> Result<FileChoice, String> {
         } else if let Some(path) = arg.strip_prefix("--config=") {
             named = Some(path.into());
         } else if arg == "--help" || arg == "-h" {
-            println!("usage: seckill-server [--config FILE]\n\nconfiguration: {} when present, then SECKILL_<SECTION>__<KEY> environment variables", config::DEFAULT_FILE);
+            println!(
+                "usage: seckill-server [--config FILE]\n\nconfiguration: {} when present, then SECKILL_<SECTION>__<KEY> environment variables",
+                config::DEFAULT_FILE
+            );
             std::process::exit(0);
         } else {
             return Err(format!("unknown argument {arg:?} (try --help)"));

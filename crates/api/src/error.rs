@@ -174,7 +174,9 @@ fn error_body(code: i32, message: &str) -> Bytes {
         data: (),
     })
     .map(Bytes::from)
-    .unwrap_or_else(|_| Bytes::from_static(b"{\"code\":50001,\"message\":\"internal error\",\"data\":null}"))
+    .unwrap_or_else(|_| {
+        Bytes::from_static(b"{\"code\":50001,\"message\":\"internal error\",\"data\":null}")
+    })
 }
 
 impl IntoResponse for ApiError {
@@ -188,9 +190,9 @@ impl IntoResponse for ApiError {
             Self::Conflict {
                 code: codes::ALREADY_BOUGHT,
                 ..
-            } => Bytes::from_static(
-                b"{\"code\":40902,\"message\":\"already bought\",\"data\":null}",
-            ),
+            } => {
+                Bytes::from_static(b"{\"code\":40902,\"message\":\"already bought\",\"data\":null}")
+            }
             Self::RateLimited { .. } => {
                 Bytes::from_static(b"{\"code\":42901,\"message\":\"rate limited\",\"data\":null}")
             }

@@ -130,7 +130,12 @@ impl FlowControl {
     ///
     /// # Errors
     /// [`ApiError::RateLimited`].
-    pub fn check_keyed(&self, stats: &Stats, user_id: u64, ip: Option<IpAddr>) -> Result<(), ApiError> {
+    pub fn check_keyed(
+        &self,
+        stats: &Stats,
+        user_id: u64,
+        ip: Option<IpAddr>,
+    ) -> Result<(), ApiError> {
         let limited = |r: seckill_flowcontrol::RateLimited| {
             stats.count(Outcome::RateLimited);
             ApiError::RateLimited {

@@ -10,7 +10,7 @@
 //! - [`state`]: [`AppState`], shared by the handlers.
 //! - [`flow`]: [`FlowControl`], the purchase path's protections.
 //! - [`pipeline`]: the relay, the workers and [`Pipeline`]'s drain.
-//! - [`settings`]: [`Settings`].
+//! - [`settings`]: the validated [`Settings`].
 //! - [`stats`]: request counters.
 //! - [`error`]: [`ApiError`] and the envelope's [`codes`](error::codes).
 //!
@@ -146,13 +146,20 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let drain_timeout = app.state.0.settings.drain_timeout;
-    let served = axum::serve(
-        listener,
-        app.router
-            .into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await;
+    // The peer address is only needed by the per-IP limit; without it, requests skip the layer.
+    let served = if app.state.0.settings.per_ip_limit.is_some() {
+        axum::serve(
+            listener,
+            app.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
+    } else {
+        axum::serve(listener, app.router)
+            .with_graceful_shutdown(shutdown)
+            .await
+    };
     tracing::info!("HTTP server stopped; draining the order pipeline");
     let drained = app.pipeline.shutdown(drain_timeout).await;
     tracing::info!(drained, "order pipeline stopped");

@@ -139,7 +139,11 @@ pub fn order_created(entry: &OutboxEntry) -> Envelope {
 /// Moves sales from the inventory's outbox to the broker until `stop`: a batch is acknowledged
 /// in the outbox only after the broker confirmed all of it, so a crash at any point re-sends
 /// rather than loses (the consumer de-duplicates).
-pub async fn relay(inventory: Arc<dyn Inventory>, broker: Arc<dyn Broker>, stop: CancellationToken) {
+pub async fn relay(
+    inventory: Arc<dyn Inventory>,
+    broker: Arc<dyn Broker>,
+    stop: CancellationToken,
+) {
     let relayed = metrics::counter!("seckill_relay_messages_total");
     let mut delay = Backoff::default();
     loop {
@@ -220,7 +224,9 @@ impl Pipeline {
             broker.clone(),
             stop.clone(),
         )));
-        let sub = broker.subscribe(Topic::OrderCreated, ORDER_SERVICE_GROUP).await?;
+        let sub = broker
+            .subscribe(Topic::OrderCreated, ORDER_SERVICE_GROUP)
+            .await?;
         tasks.push(tokio::spawn(
             OrderConsumer::new(orders, broker.clone()).run(sub, stop.clone()),
         ));

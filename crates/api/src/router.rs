@@ -4,19 +4,25 @@ use axum::Router;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 
+use crate::ApiError;
 use crate::error::codes;
 use crate::handlers::{activity, purchase, query};
 use crate::state::AppState;
-use crate::ApiError;
 
 /// Every route of the API over `state`.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/v1/seckill/purchase", post(purchase::purchase))
-        .route("/api/v1/seckill/purchase/async", post(purchase::purchase_async))
+        .route(
+            "/api/v1/seckill/purchase/async",
+            post(purchase::purchase_async),
+        )
         .route("/api/v1/seckill/result/{request_id}", get(purchase::result))
         .route("/api/v1/seckill/activity/prewarm", post(activity::prewarm))
-        .route("/api/v1/seckill/stats/{product_id}", get(query::product_stats))
+        .route(
+            "/api/v1/seckill/stats/{product_id}",
+            get(query::product_stats),
+        )
         .route(
             "/api/v1/seckill/purchased/{product_id}/{user_id}",
             get(query::purchased),

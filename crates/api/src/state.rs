@@ -43,7 +43,10 @@ pub(crate) struct Inner {
 
 impl Inner {
     /// Runs an admitted purchase through the request queue, the circuit breaker and the inventory.
-    pub(crate) async fn purchase(&self, req: &PurchaseRequest) -> Result<PurchaseOutcome, ApiError> {
+    pub(crate) async fn purchase(
+        &self,
+        req: &PurchaseRequest,
+    ) -> Result<PurchaseOutcome, ApiError> {
         let _slot = self.flow.queue().acquire().await.map_err(|_| {
             self.stats.count(Outcome::QueueFull);
             self.flow.busy(codes::QUEUE_FULL)

@@ -75,9 +75,9 @@ impl Default for Stats {
     fn default() -> Self {
         Self {
             counts: Default::default(),
-            metrics: Outcome::ALL.map(|o| {
-                metrics::counter!("seckill_purchase_requests_total", "outcome" => o.name())
-            }),
+            metrics: Outcome::ALL.map(
+                |o| metrics::counter!("seckill_purchase_requests_total", "outcome" => o.name()),
+            ),
         }
     }
 }

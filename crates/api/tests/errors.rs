@@ -44,11 +44,20 @@ async fn bad_requests_are_refused_with_the_field_named() {
         ("[1,2]", None),
         ("{\"user_id\": 1}", Some("product_id")),
         ("{\"product_id\": 2001}", Some("user_id")),
-        ("{\"product_id\": \"2001\", \"user_id\": 1}", Some("product_id")),
+        (
+            "{\"product_id\": \"2001\", \"user_id\": 1}",
+            Some("product_id"),
+        ),
         ("{\"product_id\": 2001, \"user_id\": -5}", Some("user_id")),
         ("{\"product_id\": 0, \"user_id\": 1}", Some("product_id")),
-        ("{\"product_id\": 2001, \"user_id\": 1, \"quantity\": 0}", Some("quantity")),
-        ("{\"product_id\": 2001, \"user_id\": 1, \"quantity\": 2}", Some("quantity")),
+        (
+            "{\"product_id\": 2001, \"user_id\": 1, \"quantity\": 0}",
+            Some("quantity"),
+        ),
+        (
+            "{\"product_id\": 2001, \"user_id\": 1, \"quantity\": 2}",
+            Some("quantity"),
+        ),
     ];
     for (body, field) in cases {
         let r = raw(body).await.unwrap();
@@ -75,7 +84,10 @@ async fn bad_requests_are_refused_with_the_field_named() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 400);
     let v: Value = r.json().await.unwrap();
-    assert!(v["message"].as_str().unwrap().contains("Idempotency-Key"), "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("Idempotency-Key"),
+        "{v}"
+    );
     // Bad prewarm fields.
     for (field, value) in [
         ("price", json!(-1)),
@@ -88,14 +100,21 @@ async fn bad_requests_are_refused_with_the_field_named() {
         body[field] = value;
         let (status, v) = s.prewarm(body).await;
         assert_eq!(status, 400, "{field}: {v}");
-        assert!(v["message"].as_str().unwrap().contains(field), "{field}: {v}");
+        assert!(
+            v["message"].as_str().unwrap().contains(field),
+            "{field}: {v}"
+        );
     }
     let mut body = activity(2002, 5);
     body["end_time"] = body["start_time"].clone();
     let (status, v) = s.prewarm(body).await;
     assert_eq!(status, 400);
     assert!(v["message"].as_str().unwrap().contains("end_time"), "{v}");
-    assert_eq!(s.get("/api/v1/seckill/stats/2002").await.0, 404, "nothing was written");
+    assert_eq!(
+        s.get("/api/v1/seckill/stats/2002").await.0,
+        404,
+        "nothing was written"
+    );
     // Bad path parameters.
     for path in [
         "/api/v1/seckill/stats/abc",
@@ -129,7 +148,11 @@ async fn size_and_content_type_are_checked() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 413);
     assert_eq!(code(&r.json().await.unwrap()), 41301);
-    for ct in [None, Some("text/plain"), Some("application/x-www-form-urlencoded")] {
+    for ct in [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+    ] {
         let mut req = s
             .client
             .post(&purchase)
@@ -191,7 +214,11 @@ async fn business_rejections_have_distinct_statuses_and_codes() {
     late["end_time"] = json!((now - chrono::Duration::hours(1)).to_rfc3339());
     let mut off = activity(2007, 5);
     off["status"] = json!("inactive");
-    for (body, product, expect) in [(early, 2005, 40302), (late, 2006, 40303), (off, 2007, 40301)] {
+    for (body, product, expect) in [
+        (early, 2005, 40302),
+        (late, 2006, 40303),
+        (off, 2007, 40301),
+    ] {
         assert_eq!(s.prewarm(body).await.0, 200);
         let (status, v) = s.purchase(product, 1).await;
         assert_eq!((status, code(&v)), (403, expect), "{v}");
@@ -261,16 +288,25 @@ async fn the_rate_limit_answers_429_with_retry_after() {
 async fn the_operators_lever_degrades_with_the_configured_message() {
     let s = Server::embedded().await;
     assert_eq!(s.prewarm(activity(2009, 10)).await.0, 200);
-    let (status, _) = s.post("/api/v1/system/degradation", json!({"mode": "on"})).await;
+    let (status, _) = s
+        .post("/api/v1/system/degradation", json!({"mode": "on"}))
+        .await;
     assert_eq!(status, 200);
     let (status, v) = s.purchase(2009, 1).await;
     assert_eq!((status, code(&v)), (503, 50301));
     assert_eq!(v["message"], "系统繁忙，请稍后重试");
     assert_unchanged(&s, 2009, 10, 0).await;
-    let (status, v) = s.post("/api/v1/system/degradation", json!({"mode": "sideways"})).await;
+    let (status, v) = s
+        .post("/api/v1/system/degradation", json!({"mode": "sideways"}))
+        .await;
     assert_eq!(status, 400, "{v}");
     assert!(v["message"].as_str().unwrap().contains("mode"));
-    assert_eq!(s.post("/api/v1/system/degradation", json!({"mode": "auto"})).await.0, 200);
+    assert_eq!(
+        s.post("/api/v1/system/degradation", json!({"mode": "auto"}))
+            .await
+            .0,
+        200
+    );
     assert_eq!(s.purchase(2009, 1).await.0, 200);
     s.shutdown().await;
 }
@@ -409,7 +445,11 @@ async fn a_failing_backend_answers_503_and_opens_the_breaker() {
     // Open: refused without touching the backend.
     let (status, v) = s.purchase(2011, 1).await;
     assert_eq!((status, code(&v)), (503, 50303));
-    assert_eq!(inv.calls.load(Ordering::SeqCst), 3, "the open breaker fails fast");
+    assert_eq!(
+        inv.calls.load(Ordering::SeqCst),
+        3,
+        "the open breaker fails fast"
+    );
     let (_, v) = s.get("/api/v1/system/stats").await;
     assert_eq!(v["data"]["circuit_breaker"], "open");
     let (status, v) = s.get("/health").await;

@@ -25,7 +25,10 @@ async fn the_specification_flow_works_end_to_end() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["code"], 0);
     assert_eq!(body["message"], "success");
-    let order_id = body["data"]["order_id"].as_str().expect("order id is a string").to_owned();
+    let order_id = body["data"]["order_id"]
+        .as_str()
+        .expect("order id is a string")
+        .to_owned();
     assert_eq!(body["data"]["remaining_stock"], 99);
 
     let (status, body) = s.get("/api/v1/seckill/purchased/1001/2001").await;
@@ -75,7 +78,14 @@ async fn the_specification_flow_works_end_to_end() {
     assert_eq!(failed["reason"], "already bought");
 
     let st = s.wait_orders(1001, 2).await;
-    for key in ["product_id", "initial_stock", "remaining_stock", "sold", "buyers", "orders_created"] {
+    for key in [
+        "product_id",
+        "initial_stock",
+        "remaining_stock",
+        "sold",
+        "buyers",
+        "orders_created",
+    ] {
         assert!(st.get(key).is_some(), "stats lack {key}: {st}");
     }
     assert_eq!(st["initial_stock"], 100);
@@ -123,7 +133,9 @@ async fn concurrent_buyers_get_exactly_the_stock() {
                     let user = t * 5 + k;
                     let (status, body) = s.purchase(1002, user).await;
                     match status {
-                        200 => wins.push((user, body["data"]["order_id"].as_str().unwrap().to_owned())),
+                        200 => {
+                            wins.push((user, body["data"]["order_id"].as_str().unwrap().to_owned()))
+                        }
                         409 => assert!(body["code"] == 40901 || body["code"] == 40902, "{body}"),
                         other => panic!("attempt {attempt}: unexpected {other}: {body}"),
                     }

@@ -373,7 +373,8 @@ impl Inventory for MemoryInventory {
                 return Ok(batch);
             }
             // Claimed entries become free again after the reclaim timeout without any notification.
-            let wake = deadline.min(Instant::now() + self.reclaim_after.max(Duration::from_millis(10)));
+            let wake =
+                deadline.min(Instant::now() + self.reclaim_after.max(Duration::from_millis(10)));
             if tokio::time::timeout_at(wake, notified).await.is_err() && Instant::now() >= deadline
             {
                 return Ok(Vec::new());

@@ -313,7 +313,9 @@ mod tests {
         );
         assert_eq!(id.to_string(), "1001-42");
         assert_eq!(serde_json::to_string(&id).unwrap(), "\"1001-42\"");
-        for bad in ["", "1001", "-1", "1001-", "0-1", "1001-0", "a-1", "1-2-3", "1001-42 "] {
+        for bad in [
+            "", "1001", "-1", "1001-", "0-1", "1001-0", "a-1", "1-2-3", "1001-42 ",
+        ] {
             assert!(bad.parse::<OrderId>().is_err(), "{bad:?} parsed");
         }
     }

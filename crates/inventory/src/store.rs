@@ -28,8 +28,11 @@ pub trait Inventory: Send + Sync + 'static {
     ///
     /// # Errors
     /// [`InventoryError::InvalidActivity`] for a bad field, or a backend failure.
-    async fn prewarm(&self, activity: &Activity, force: bool)
-    -> Result<PrewarmOutcome, InventoryError>;
+    async fn prewarm(
+        &self,
+        activity: &Activity,
+        force: bool,
+    ) -> Result<PrewarmOutcome, InventoryError>;
 
     /// Attempts one purchase.
     ///

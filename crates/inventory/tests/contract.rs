@@ -24,6 +24,9 @@ fn activity(product_id: u64, stock: u64) -> Activity {
     }
 }
 
+/// Breaks one field of an activity.
+type Breaker = fn(&mut Activity);
+
 fn buy(product_id: u64, user_id: u64, quantity: u32) -> PurchaseRequest {
     PurchaseRequest {
         product_id,
@@ -36,7 +39,10 @@ fn buy(product_id: u64, user_id: u64, quantity: u32) -> PurchaseRequest {
 async fn prewarm(inv: &dyn Inventory, a: &Activity) {
     let out = inv.prewarm(a, false).await.expect("prewarm");
     assert!(
-        matches!(out, PrewarmOutcome::Created { .. } | PrewarmOutcome::Replaced { .. }),
+        matches!(
+            out,
+            PrewarmOutcome::Created { .. } | PrewarmOutcome::Replaced { .. }
+        ),
         "{out:?}"
     );
 }
@@ -146,7 +152,11 @@ async fn time_window_and_status_are_enforced(inv: Arc<dyn Inventory>) {
     );
     for p in [1004, 1005, 1006] {
         let st = inv.stats(p).await.unwrap().unwrap();
-        assert_eq!((st.remaining_stock, st.sold, st.buyers), (5, 0, 0), "product {p}");
+        assert_eq!(
+            (st.remaining_stock, st.sold, st.buyers),
+            (5, 0, 0),
+            "product {p}"
+        );
     }
 }
 
@@ -193,7 +203,10 @@ async fn prewarm_is_idempotent_and_guards_a_started_sale(inv: Arc<dyn Inventory>
     };
     let st = inv.stats(1008).await.unwrap().unwrap();
     assert_eq!(st.epoch, epoch);
-    assert_eq!((st.initial_stock, st.remaining_stock, st.buyers), (100, 100, 0));
+    assert_eq!(
+        (st.initial_stock, st.remaining_stock, st.buyers),
+        (100, 100, 0)
+    );
     assert!(!inv.has_purchased(1008, 1).await.unwrap());
     let again = sell(inv, 1008, 1).await;
     assert!(again.seq > 1, "order ids stay unique across epochs");
@@ -202,12 +215,12 @@ async fn prewarm_is_idempotent_and_guards_a_started_sale(inv: Arc<dyn Inventory>
 async fn invalid_activities_change_nothing(inv: Arc<dyn Inventory>) {
     let inv = &*inv;
     let good = activity(1009, 5);
-    let cases: Vec<(&str, Box<dyn Fn(&mut Activity)>)> = vec![
-        ("product_id", Box::new(|a| a.product_id = 0)),
-        ("product_name", Box::new(|a| a.product_name = "  ".into())),
-        ("stock", Box::new(|a| a.stock = u64::MAX)),
-        ("end_time", Box::new(|a| a.end_time = a.start_time)),
-        ("per_user_limit", Box::new(|a| a.per_user_limit = 0)),
+    let cases: [(&str, Breaker); 5] = [
+        ("product_id", |a| a.product_id = 0),
+        ("product_name", |a| a.product_name = "  ".into()),
+        ("stock", |a| a.stock = u64::MAX),
+        ("end_time", |a| a.end_time = a.start_time),
+        ("per_user_limit", |a| a.per_user_limit = 0),
     ];
     for (field, break_it) in cases {
         let mut a = good.clone();
@@ -264,7 +277,10 @@ async fn cancel_returns_stock_and_buyer_once(inv: Arc<dyn Inventory>) {
     );
     assert!(!inv.has_purchased(1011, 9).await.unwrap());
     let st = inv.stats(1011).await.unwrap().unwrap();
-    assert_eq!((st.remaining_stock, st.sold, st.buyers, st.cancelled), (1, 0, 0, 1));
+    assert_eq!(
+        (st.remaining_stock, st.sold, st.buyers, st.cancelled),
+        (1, 0, 0, 1)
+    );
     // The item sells again, to someone else.
     sell(inv, 1011, 10).await;
     assert_eq!(
@@ -296,9 +312,15 @@ async fn outbox_holds_each_sale_until_acknowledged(inv: Arc<dyn Inventory>) {
         sold.insert(sell(inv, 1012, user).await);
     }
     assert_eq!(inv.stats(1012).await.unwrap().unwrap().outbox_pending, 3);
-    let batch = inv.outbox_read(10, Duration::from_millis(10)).await.unwrap();
+    let batch = inv
+        .outbox_read(10, Duration::from_millis(10))
+        .await
+        .unwrap();
     assert_eq!(
-        batch.iter().map(|e| e.record.order_id).collect::<HashSet<_>>(),
+        batch
+            .iter()
+            .map(|e| e.record.order_id)
+            .collect::<HashSet<_>>(),
         sold
     );
     for e in &batch {
@@ -307,18 +329,22 @@ async fn outbox_holds_each_sale_until_acknowledged(inv: Arc<dyn Inventory>) {
         assert_eq!(e.record.price_cents, 899_900);
     }
     // Not acknowledged: offered again (the relay that claimed it may have died).
-    let again = inv.outbox_read(10, Duration::from_millis(10)).await.unwrap();
+    let again = inv
+        .outbox_read(10, Duration::from_millis(10))
+        .await
+        .unwrap();
     assert_eq!(again.len(), 3);
     inv.outbox_ack(&batch.iter().map(|e| e.id.clone()).collect::<Vec<_>>())
         .await
         .unwrap();
     assert_eq!(inv.outbox_len().await.unwrap(), 0);
     assert_eq!(inv.stats(1012).await.unwrap().unwrap().outbox_pending, 0);
-    assert!(inv
-        .outbox_read(10, Duration::from_millis(10))
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(
+        inv.outbox_read(10, Duration::from_millis(10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 /// 50 tasks × 2,000 attempts from 1,000 users on stock 100.
@@ -351,7 +377,10 @@ async fn concurrent_buyers_never_oversell(inv: Arc<dyn Inventory>) {
     assert_eq!((st.remaining_stock, st.sold, st.buyers), (0, 100, 100));
     let mut outbox = Vec::new();
     loop {
-        let batch = inv.outbox_read(64, Duration::from_millis(10)).await.unwrap();
+        let batch = inv
+            .outbox_read(64, Duration::from_millis(10))
+            .await
+            .unwrap();
         if batch.is_empty() {
             break;
         }

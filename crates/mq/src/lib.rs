@@ -9,8 +9,8 @@
 //! # Layout
 //! - [`message`]: [`Envelope`], [`Message`] and the payload types, [`Topic`].
 //! - [`publisher`]: the [`Broker`], [`Subscription`] and [`Acker`] traits, [`Delivery`].
-//! - [`memory`]: [`MemoryBroker`].
-//! - [`error`]: [`MqError`].
+//! - [`memory`]: the in-process [`MemoryBroker`].
+//! - [`error`]: the error type [`MqError`].
 //!
 //! # Example
 //! ```

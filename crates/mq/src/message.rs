@@ -16,7 +16,11 @@ pub enum Topic {
 
 impl Topic {
     /// Every topic.
-    pub const ALL: [Topic; 3] = [Topic::OrderCreated, Topic::StockChanged, Topic::PurchaseResult];
+    pub const ALL: [Topic; 3] = [
+        Topic::OrderCreated,
+        Topic::StockChanged,
+        Topic::PurchaseResult,
+    ];
 
     /// The broker-side name.
     pub fn name(self) -> &'static str {

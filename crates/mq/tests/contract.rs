@@ -3,9 +3,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use seckill_mq::{
-    Broker, Envelope, MemoryBroker, Message, OrderCreated, PurchaseResult, Topic,
-};
+use seckill_mq::{Broker, Envelope, MemoryBroker, Message, OrderCreated, PurchaseResult, Topic};
 
 fn order(n: u64) -> Envelope {
     Envelope::new(
@@ -31,9 +29,17 @@ async fn every_group_gets_every_message_and_members_share(broker: Arc<dyn Broker
     broker.publish_batch(&batch).await.unwrap();
     let mut seen = HashSet::new();
     for i in 0..10 {
-        let d = if i % 2 == 0 { a1.next().await } else { a2.next().await }.unwrap();
+        let d = if i % 2 == 0 {
+            a1.next().await
+        } else {
+            a2.next().await
+        }
+        .unwrap();
         assert!(!d.redelivered);
-        assert!(seen.insert(d.envelope.id.clone()), "a member of one group got a duplicate");
+        assert!(
+            seen.insert(d.envelope.id.clone()),
+            "a member of one group got a duplicate"
+        );
         d.ack().await.unwrap();
     }
     assert_eq!(seen.len(), 10);
@@ -44,14 +50,20 @@ async fn every_group_gets_every_message_and_members_share(broker: Arc<dyn Broker
         d.ack().await.unwrap();
     }
     assert_eq!(audit, seen, "each group gets every message");
-    assert_eq!(broker.pending(Topic::OrderCreated, group).await.unwrap(), Some(0));
+    assert_eq!(
+        broker.pending(Topic::OrderCreated, group).await.unwrap(),
+        Some(0)
+    );
 }
 
 async fn unsettled_or_requeued_deliveries_come_back(broker: Arc<dyn Broker>, group: &str) {
     let mut sub = broker.subscribe(Topic::OrderCreated, group).await.unwrap();
     broker.publish(&order(1)).await.unwrap();
     let d = sub.next().await.unwrap();
-    assert_eq!(broker.pending(Topic::OrderCreated, group).await.unwrap(), Some(1));
+    assert_eq!(
+        broker.pending(Topic::OrderCreated, group).await.unwrap(),
+        Some(1)
+    );
     drop(d); // a consumer that died before acknowledging
     let d = sub.next().await.unwrap();
     assert!(d.redelivered);
@@ -60,11 +72,17 @@ async fn unsettled_or_requeued_deliveries_come_back(broker: Arc<dyn Broker>, gro
     let d = sub.next().await.unwrap();
     assert!(d.redelivered);
     d.ack().await.unwrap();
-    assert_eq!(broker.pending(Topic::OrderCreated, group).await.unwrap(), Some(0));
+    assert_eq!(
+        broker.pending(Topic::OrderCreated, group).await.unwrap(),
+        Some(0)
+    );
 }
 
 async fn topics_are_separate(broker: Arc<dyn Broker>, group: &str) {
-    let mut results = broker.subscribe(Topic::PurchaseResult, group).await.unwrap();
+    let mut results = broker
+        .subscribe(Topic::PurchaseResult, group)
+        .await
+        .unwrap();
     broker.publish(&order(1)).await.unwrap();
     let pr = Envelope::new(
         "pr-1",
@@ -109,7 +127,10 @@ async fn memory_keeps_messages_published_before_the_first_group_and_dead_letters
     let broker = MemoryBroker::new();
     broker.publish(&order(1)).await.unwrap();
     broker.publish(&order(2)).await.unwrap();
-    assert_eq!(broker.pending(Topic::OrderCreated, "late").await.unwrap(), Some(2));
+    assert_eq!(
+        broker.pending(Topic::OrderCreated, "late").await.unwrap(),
+        Some(2)
+    );
     let mut sub = broker.subscribe(Topic::OrderCreated, "late").await.unwrap();
     let d = sub.next().await.unwrap();
     assert_eq!(d.envelope.id, "oc-1001-1");

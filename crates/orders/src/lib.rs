@@ -7,7 +7,7 @@
 //! # Layout
 //! - [`store`]: [`Order`], the [`OrderStore`] trait and [`MemoryOrderStore`].
 //! - [`consumer`]: [`OrderConsumer`], the order service's consumer loop.
-//! - [`error`]: [`OrderError`].
+//! - [`error`]: the error type [`OrderError`].
 //!
 //! # Example
 //! ```

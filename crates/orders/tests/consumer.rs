@@ -31,16 +31,29 @@ fn sale(n: u64) -> Envelope {
 async fn redelivered_sales_are_stored_once_and_followed_up() {
     let broker = Arc::new(MemoryBroker::new());
     let store = Arc::new(MemoryOrderStore::new());
-    let mut results = broker.subscribe(Topic::PurchaseResult, "notify").await.unwrap();
-    let mut stock = broker.subscribe(Topic::StockChanged, "cache").await.unwrap();
-    let sub = broker.subscribe(Topic::OrderCreated, ORDER_SERVICE_GROUP).await.unwrap();
+    let mut results = broker
+        .subscribe(Topic::PurchaseResult, "notify")
+        .await
+        .unwrap();
+    let mut stock = broker
+        .subscribe(Topic::StockChanged, "cache")
+        .await
+        .unwrap();
+    let sub = broker
+        .subscribe(Topic::OrderCreated, ORDER_SERVICE_GROUP)
+        .await
+        .unwrap();
     let stop = CancellationToken::new();
-    let task = tokio::spawn(OrderConsumer::new(store.clone(), broker.clone()).run(sub, stop.clone()));
+    let task =
+        tokio::spawn(OrderConsumer::new(store.clone(), broker.clone()).run(sub, stop.clone()));
     for n in 1..=5 {
         broker.publish(&sale(n)).await.unwrap();
     }
     // The same messages again, as a broker redelivers after a lost ack.
-    broker.publish_batch(&(1..=5).map(sale).collect::<Vec<_>>()).await.unwrap();
+    broker
+        .publish_batch(&(1..=5).map(sale).collect::<Vec<_>>())
+        .await
+        .unwrap();
     for _ in 0..10 {
         let d = results.next().await.unwrap();
         assert!(d.envelope.id.starts_with("pr-1001-"));
@@ -49,10 +62,19 @@ async fn redelivered_sales_are_stored_once_and_followed_up() {
     }
     assert_eq!(store.count_by_product(1001).await.unwrap(), 5);
     let o = store.get("1001-3").await.unwrap().unwrap();
-    assert_eq!((o.user_id, o.quantity, o.status), (2003, 1, OrderStatus::AwaitingPayment));
+    assert_eq!(
+        (o.user_id, o.quantity, o.status),
+        (2003, 1, OrderStatus::AwaitingPayment)
+    );
     stop.cancel();
     task.await.unwrap();
-    assert_eq!(broker.pending(Topic::OrderCreated, ORDER_SERVICE_GROUP).await.unwrap(), Some(0));
+    assert_eq!(
+        broker
+            .pending(Topic::OrderCreated, ORDER_SERVICE_GROUP)
+            .await
+            .unwrap(),
+        Some(0)
+    );
 }
 
 /// A store that fails its first `failures` inserts.
@@ -88,9 +110,13 @@ async fn a_failing_store_is_retried_until_the_order_is_stored() {
         inner: MemoryOrderStore::new(),
         failures: Mutex::new(3),
     });
-    let sub = broker.subscribe(Topic::OrderCreated, ORDER_SERVICE_GROUP).await.unwrap();
+    let sub = broker
+        .subscribe(Topic::OrderCreated, ORDER_SERVICE_GROUP)
+        .await
+        .unwrap();
     let stop = CancellationToken::new();
-    let task = tokio::spawn(OrderConsumer::new(store.clone(), broker.clone()).run(sub, stop.clone()));
+    let task =
+        tokio::spawn(OrderConsumer::new(store.clone(), broker.clone()).run(sub, stop.clone()));
     broker.publish(&sale(1)).await.unwrap();
     // Backoff is 50 + 100 + 200 ms of paused time before the fourth attempt.
     for _ in 0..100 {

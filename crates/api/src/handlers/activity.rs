@@ -8,9 +8,9 @@ use seckill_inventory::{Activity, ActivityStatus, InventoryError, PrewarmOutcome
 use serde::{Deserialize, Serialize};
 
 use super::{Kind, ok, parse_json, read_body};
+use crate::ApiError;
 use crate::error::codes;
 use crate::state::AppState;
-use crate::ApiError;
 
 /// Highest accepted price.
 const MAX_PRICE: f64 = 1e10;
@@ -81,7 +81,9 @@ fn activity(b: PrewarmBody) -> Result<(Activity, bool), ApiError> {
         per_user_limit,
     };
     a.validate().map_err(|e| match e {
-        InventoryError::InvalidActivity { field, reason } => ApiError::invalid_field(field, &reason),
+        InventoryError::InvalidActivity { field, reason } => {
+            ApiError::invalid_field(field, &reason)
+        }
         _ => ApiError::Internal,
     })?;
     Ok((a, b.force))
@@ -117,7 +119,12 @@ pub(crate) async fn prewarm(State(state): State<AppState>, req: Request) -> Resp
                 });
             }
         };
-        tracing::info!(product_id = activity.product_id, epoch, result, "activity prewarmed");
+        tracing::info!(
+            product_id = activity.product_id,
+            epoch,
+            result,
+            "activity prewarmed"
+        );
         Ok(ok(
             StatusCode::OK,
             &Prewarmed {

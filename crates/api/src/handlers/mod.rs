@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -94,13 +95,43 @@ pub(crate) async fn read_body(
             return Err(ApiError::PayloadTooLarge(limit));
         }
     }
-    match Limited::new(body, limit).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            Err(ApiError::PayloadTooLarge(limit))
+    // Reads frame by frame and stops as soon as the body says it has ended, which for the usual
+    // single-chunk body saves the poll that `collect` spends discovering the end.
+    let mut body = Limited::new(body, limit);
+    let mut first: Option<Bytes> = None;
+    let mut rest: Vec<u8> = Vec::new();
+    loop {
+        if http_body::Body::is_end_stream(&body) {
+            break;
         }
-        Err(_) => Err(ApiError::Invalid("could not read the request body".into())),
+        let Some(frame) = body.frame().await else {
+            break;
+        };
+        let frame = frame.map_err(|e| {
+            if e.downcast_ref::<LengthLimitError>().is_some() {
+                ApiError::PayloadTooLarge(limit)
+            } else {
+                ApiError::Invalid("could not read the request body".into())
+            }
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        match &first {
+            None => first = Some(data),
+            Some(f) => {
+                if rest.is_empty() {
+                    rest.extend_from_slice(f);
+                }
+                rest.extend_from_slice(&data);
+            }
+        }
     }
+    Ok(if rest.is_empty() {
+        first.unwrap_or_default()
+    } else {
+        Bytes::from(rest)
+    })
 }
 
 /// Parses a JSON body into `T`; on failure, names the offending field among `fields`

@@ -9,11 +9,11 @@ use seckill_inventory::{PurchaseOutcome, PurchaseRequest};
 use serde::{Deserialize, Serialize};
 
 use super::{Kind, ok, parse_json, read_body};
+use crate::ApiError;
 use crate::error::codes;
 use crate::pipeline::{AsyncStatus, Job};
 use crate::state::{AppState, Inner, rejection};
 use crate::stats::Outcome;
-use crate::ApiError;
 
 /// Longest accepted `Idempotency-Key`.
 const MAX_IDEMPOTENCY_KEY: usize = 128;
@@ -59,13 +59,22 @@ async fn admit(s: &Inner, req: Request) -> Result<PurchaseRequest, ApiError> {
     s.flow.check_global(&s.stats)?;
     let b: PurchaseBody = parse_json(&bytes, FIELDS).map_err(invalid)?;
     if b.product_id == 0 {
-        return Err(invalid(ApiError::invalid_field("product_id", "must be a positive integer")));
+        return Err(invalid(ApiError::invalid_field(
+            "product_id",
+            "must be a positive integer",
+        )));
     }
     if b.user_id == 0 {
-        return Err(invalid(ApiError::invalid_field("user_id", "must be a positive integer")));
+        return Err(invalid(ApiError::invalid_field(
+            "user_id",
+            "must be a positive integer",
+        )));
     }
     if b.quantity == 0 {
-        return Err(invalid(ApiError::invalid_field("quantity", "must be a positive integer")));
+        return Err(invalid(ApiError::invalid_field(
+            "quantity",
+            "must be a positive integer",
+        )));
     }
     let idempotency_key = match parts.headers.get("idempotency-key") {
         None => None,
@@ -133,8 +142,7 @@ pub(crate) async fn purchase_async(State(state): State<AppState>, req: Request) 
         // Pending is recorded before the job can run, so a fast worker's result is never
         // overwritten by it.
         s.results.put(&request_id, AsyncStatus::Pending);
-        if s
-            .jobs
+        if s.jobs
             .try_send(Job {
                 request_id: request_id.clone(),
                 request,

@@ -9,10 +9,10 @@ use seckill_orders::{ORDER_SERVICE_GROUP, Order};
 use serde::Serialize;
 
 use super::{ok, path_id};
+use crate::ApiError;
 use crate::error::codes;
 use crate::state::{AppState, Inner};
 use crate::stats::OutcomeCount;
-use crate::ApiError;
 
 const UNKNOWN_PRODUCT: ApiError = ApiError::NotFound {
     code: codes::UNKNOWN_PRODUCT,
@@ -45,7 +45,10 @@ struct ProductStats {
 }
 
 /// `GET /api/v1/seckill/stats/{productId}`.
-pub(crate) async fn product_stats(State(state): State<AppState>, Path(raw): Path<String>) -> Response {
+pub(crate) async fn product_stats(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Response {
     let s = &*state.0;
     let result = async {
         let product_id = path_id("productId", &raw)?;

@@ -27,7 +27,9 @@ pub fn settings() -> Settings {
 
 impl Server {
     pub async fn start(settings: Settings, components: Components) -> Self {
-        let app = App::start(settings, components, None).await.expect("app starts");
+        let app = App::start(settings, components, None)
+            .await
+            .expect("app starts");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
@@ -57,7 +59,13 @@ impl Server {
 
     /// POSTs JSON; returns the status and the body as JSON.
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let r = self.client.post(self.url(path)).json(&body).send().await.unwrap();
+        let r = self
+            .client
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
@@ -81,7 +89,9 @@ impl Server {
     }
 
     pub async fn stats(&self, product_id: u64) -> Value {
-        let (s, v) = self.get(&format!("/api/v1/seckill/stats/{product_id}")).await;
+        let (s, v) = self
+            .get(&format!("/api/v1/seckill/stats/{product_id}"))
+            .await;
         assert_eq!(s, 200, "{v}");
         v["data"].clone()
     }
