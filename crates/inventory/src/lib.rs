@@ -10,6 +10,8 @@
 //! - [`memory`]: [`MemoryInventory`], the in-process backend and behaviour reference.
 //! - [`model`]: activities, purchase requests and outcomes, order ids, sale records, stats.
 //! - [`error`]: [`InventoryError`], failures only (business rejections are values).
+//! - `redis` (feature `redis`): `RedisInventory`, one Lua script per operation, over `fred`.
+//! - `lock` (feature `redis`): `RedisLock`, a distributed lock with fencing tokens.
 //!
 //! # Example
 //! ```
@@ -46,14 +48,22 @@
 //! ```
 
 pub mod error;
+#[cfg(feature = "redis")]
+pub mod lock;
 pub mod memory;
 pub mod model;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod store;
 
 pub use error::InventoryError;
+#[cfg(feature = "redis")]
+pub use lock::{LockGuard, RedisLock};
 pub use memory::MemoryInventory;
 pub use model::{
     Activity, ActivityStatus, CancelOutcome, InventoryStats, OrderId, OutboxEntry, PrewarmOutcome,
     PurchaseOutcome, PurchaseRequest, SaleRecord,
 };
 pub use store::Inventory;
+#[cfg(feature = "redis")]
+pub use redis::{RedisClient, RedisInventory, RedisInventoryOptions, RedisSettings};

@@ -395,52 +395,83 @@ async fn concurrent_buyers_never_oversell(inv: Arc<dyn Inventory>) {
     assert_eq!(orders, wins.iter().map(|w| w.1).collect::<HashSet<_>>());
 }
 
+/// A backend under test, and what to clean up after it.
+struct Backend {
+    inventory: Arc<dyn Inventory>,
+    #[cfg(feature = "redis")]
+    redis: Option<Arc<seckill_inventory::RedisInventory>>,
+}
+
+impl Backend {
+    async fn cleanup(self) {
+        #[cfg(feature = "redis")]
+        if let Some(r) = self.redis {
+            r.purge().await.expect("purge test keys");
+        }
+    }
+}
+
+fn memory() -> Backend {
+    Backend {
+        inventory: Arc::new(MemoryInventory::with_reclaim_after(Duration::ZERO)),
+        #[cfg(feature = "redis")]
+        redis: None,
+    }
+}
+
+/// A Redis inventory under a unique prefix; an unclaimed outbox entry is offered again at once.
+#[cfg(feature = "redis")]
+async fn redis() -> Backend {
+    let inv = Arc::new(redis_inventory(Duration::ZERO).await);
+    Backend {
+        inventory: inv.clone(),
+        redis: Some(inv),
+    }
+}
+
+#[cfg(feature = "redis")]
+async fn redis_inventory(reclaim_after: Duration) -> seckill_inventory::RedisInventory {
+    use seckill_inventory::{RedisInventory, RedisInventoryOptions, RedisSettings};
+    let prefix = format!("test-inv-{:016x}", rand::random::<u64>());
+    RedisInventory::connect(
+        &RedisSettings::default(),
+        RedisInventoryOptions {
+            key_prefix: prefix,
+            reclaim_after,
+            ..RedisInventoryOptions::default()
+        },
+    )
+    .await
+    .expect("these tests need Redis at 127.0.0.1:6379: run `bash scripts/test.sh`, which starts it")
+}
+
 macro_rules! contract {
     ($backend:ident, $make:expr) => {
         mod $backend {
-            use super::*;
+            macro_rules! case {
+                ($name:ident) => {
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $name() {
+                        let backend = $make;
+                        super::$name(backend.inventory.clone()).await;
+                        backend.cleanup().await;
+                    }
+                };
+            }
 
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn purchase_outcomes_follow_the_script() {
-                super::purchase_outcomes_follow_the_script($make).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn quantity_is_checked_against_the_per_user_limit() {
-                super::quantity_is_checked_against_the_per_user_limit($make).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn time_window_and_status_are_enforced() {
-                super::time_window_and_status_are_enforced($make).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn prewarm_is_idempotent_and_guards_a_started_sale() {
-                super::prewarm_is_idempotent_and_guards_a_started_sale($make).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn invalid_activities_change_nothing() {
-                super::invalid_activities_change_nothing($make).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn idempotency_keys_return_the_first_answer() {
-                super::idempotency_keys_return_the_first_answer($make).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn cancel_returns_stock_and_buyer_once() {
-                super::cancel_returns_stock_and_buyer_once($make).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn outbox_holds_each_sale_until_acknowledged() {
-                super::outbox_holds_each_sale_until_acknowledged($make).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn concurrent_buyers_never_oversell() {
-                super::concurrent_buyers_never_oversell($make).await;
-            }
+            case!(purchase_outcomes_follow_the_script);
+            case!(quantity_is_checked_against_the_per_user_limit);
+            case!(time_window_and_status_are_enforced);
+            case!(prewarm_is_idempotent_and_guards_a_started_sale);
+            case!(invalid_activities_change_nothing);
+            case!(idempotency_keys_return_the_first_answer);
+            case!(cancel_returns_stock_and_buyer_once);
+            case!(outbox_holds_each_sale_until_acknowledged);
+            case!(concurrent_buyers_never_oversell);
         }
     };
 }
 
-contract!(
-    memory,
-    Arc::new(MemoryInventory::with_reclaim_after(Duration::ZERO)) as Arc<dyn Inventory>
-);
+contract!(memory, super::memory());
+#[cfg(feature = "redis")]
+contract!(redis, super::redis().await);

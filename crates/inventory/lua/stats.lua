@@ -1,0 +1,7 @@
+-- Stats: one product's counters in one round trip.
+-- KEYS[1] activity hash, KEYS[2] buyers hash, KEYS[3] outbox stream
+-- Returns {} for an unknown product, else {epoch, initial, stock, cancelled, buyers, outbox}.
+local a = redis.call('HMGET', KEYS[1], 'epoch', 'initial', 'stock', 'cancelled')
+if not a[1] then return {} end
+return {tonumber(a[1]), tonumber(a[2]), tonumber(a[3]), tonumber(a[4]),
+  redis.call('HLEN', KEYS[2]), redis.call('XLEN', KEYS[3])}

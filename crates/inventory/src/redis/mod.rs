@@ -1,0 +1,587 @@
+//! [`RedisInventory`]: stock on Redis, one Lua script per operation.
+//!
+//! Keys of one product share the hash tag `{product_id}` so every script touches one slot and
+//! runs unchanged on a Redis Cluster:
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `P:{X}:activity` | hash | the activity, `stock`, `cancelled`, `epoch`, `exp` |
+//! | `P:{X}:buyers` | hash | user → order seq, this epoch |
+//! | `P:{X}:orders` | hash | seq → `user\|qty\|epoch\|state`, this epoch |
+//! | `P:{X}:idem` | hash | `user:key` → `seq\|remaining`, this epoch |
+//! | `P:{X}:seq` | string | order sequence, never reset |
+//! | `P:{X}:epoch` | string | activity epoch counter, never reset |
+//! | `P:{X}:outbox` | stream | sales not yet delivered to the broker |
+//! | `P:products` | set | products with an outbox (for the relay) |
+//!
+//! `P` is the configurable prefix. The activity, buyer, order and idempotency keys expire a grace
+//! period after the sale's end; the counters and the outbox never expire (a pending sale must not
+//! vanish, and order ids must never repeat).
+
+mod client;
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use fred::interfaces::{HashesInterface, KeysInterface, SetsInterface, StreamsInterface};
+use fred::types::scripts::Script;
+use fred::types::{Key, Value};
+use parking_lot::{Mutex, RwLock};
+use tokio::time::Instant;
+
+pub use client::{RedisClient, RedisSettings};
+
+use crate::{
+    Activity, ActivityStatus, CancelOutcome, Inventory, InventoryError, InventoryStats, OrderId,
+    OutboxEntry, PrewarmOutcome, PurchaseOutcome, PurchaseRequest, SaleRecord,
+};
+use client::backend;
+
+pub(crate) struct Scripts {
+    pub(crate) purchase: Script,
+    pub(crate) prewarm: Script,
+    pub(crate) cancel: Script,
+    pub(crate) stats: Script,
+    pub(crate) outbox_claim: Script,
+    pub(crate) outbox_ack: Script,
+    pub(crate) lock_acquire: Script,
+    pub(crate) lock_release: Script,
+    pub(crate) lock_extend: Script,
+}
+
+pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
+    purchase: Script::from_lua(include_str!("../../lua/purchase.lua")),
+    prewarm: Script::from_lua(include_str!("../../lua/prewarm.lua")),
+    cancel: Script::from_lua(include_str!("../../lua/cancel.lua")),
+    stats: Script::from_lua(include_str!("../../lua/stats.lua")),
+    outbox_claim: Script::from_lua(include_str!("../../lua/outbox_claim.lua")),
+    outbox_ack: Script::from_lua(include_str!("../../lua/outbox_ack.lua")),
+    lock_acquire: Script::from_lua(include_str!("../../lua/lock_acquire.lua")),
+    lock_release: Script::from_lua(include_str!("../../lua/lock_release.lua")),
+    lock_extend: Script::from_lua(include_str!("../../lua/lock_extend.lua")),
+});
+
+/// The consumer group every relay reads the outboxes with.
+pub const RELAY_GROUP: &str = "seckill-relay";
+
+/// Options of a [`RedisInventory`] beyond the connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedisInventoryOptions {
+    /// Prefix of every key; isolates tenants and tests.
+    pub key_prefix: String,
+    /// How long a claimed outbox entry may stay unacknowledged before another relay takes it.
+    pub reclaim_after: Duration,
+    /// How long after an activity's end its keys are kept.
+    pub key_grace: Duration,
+    /// How often an idle relay polls the outboxes.
+    pub poll_interval: Duration,
+}
+
+impl Default for RedisInventoryOptions {
+    fn default() -> Self {
+        Self {
+            key_prefix: "seckill".into(),
+            reclaim_after: Duration::from_secs(30),
+            key_grace: Duration::from_secs(24 * 3600),
+            poll_interval: Duration::from_millis(10),
+        }
+    }
+}
+
+struct ProductKeys {
+    activity: Key,
+    buyers: Key,
+    orders: Key,
+    idem: Key,
+    seq: Key,
+    epoch: Key,
+    outbox: Key,
+}
+
+/// Stock, buyers and the sales outbox on Redis. Several processes may share one Redis: every
+/// operation is one atomic script, so the guarantees of [`Inventory`] hold across them.
+pub struct RedisInventory {
+    client: RedisClient,
+    options: RedisInventoryOptions,
+    products_key: Key,
+    keys: RwLock<HashMap<u64, Arc<ProductKeys>>>,
+    consumer: String,
+    known: Mutex<(Option<Instant>, Vec<u64>)>,
+}
+
+impl std::fmt::Debug for RedisInventory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisInventory")
+            .field("options", &self.options)
+            .field("consumer", &self.consumer)
+            .finish_non_exhaustive()
+    }
+}
+
+fn int(v: Option<&Value>) -> Result<i64, InventoryError> {
+    v.and_then(Value::as_i64)
+        .ok_or_else(|| InventoryError::Protocol(format!("expected an integer, got {v:?}")))
+}
+
+fn uint(v: Option<&Value>) -> Result<u64, InventoryError> {
+    let i = int(v)?;
+    u64::try_from(i).map_err(|_| InventoryError::Protocol(format!("negative count {i}")))
+}
+
+fn ms_to_time(ms: i64) -> Result<DateTime<Utc>, InventoryError> {
+    DateTime::from_timestamp_millis(ms)
+        .ok_or_else(|| InventoryError::Protocol(format!("timestamp out of range: {ms}")))
+}
+
+impl RedisInventory {
+    /// An inventory over `client`, loading its scripts.
+    ///
+    /// # Errors
+    /// Redis failed to load the scripts.
+    pub async fn new(
+        client: RedisClient,
+        options: RedisInventoryOptions,
+    ) -> Result<Self, InventoryError> {
+        let s = &*SCRIPTS;
+        client
+            .load(&[
+                &s.purchase,
+                &s.prewarm,
+                &s.cancel,
+                &s.stats,
+                &s.outbox_claim,
+                &s.outbox_ack,
+            ])
+            .await?;
+        Ok(Self {
+            products_key: Key::from(format!("{}:products", options.key_prefix)),
+            client,
+            options,
+            keys: RwLock::new(HashMap::new()),
+            consumer: format!("relay-{:016x}", rand::random::<u64>()),
+            known: Mutex::new((None, Vec::new())),
+        })
+    }
+
+    /// Connects and builds an inventory in one step.
+    ///
+    /// # Errors
+    /// Redis could not be reached or refused the scripts.
+    pub async fn connect(
+        settings: &RedisSettings,
+        options: RedisInventoryOptions,
+    ) -> Result<Self, InventoryError> {
+        Self::new(RedisClient::connect(settings).await?, options).await
+    }
+
+    /// The connection pool (to share it, e.g. with a [`crate::RedisLock`]).
+    pub fn client(&self) -> &RedisClient {
+        &self.client
+    }
+
+    /// Deletes every key under this inventory's prefix (for tests and tenant removal). Uses SCAN,
+    /// never KEYS.
+    ///
+    /// # Errors
+    /// Backend failures.
+    pub async fn purge(&self) -> Result<u64, InventoryError> {
+        use fred::interfaces::ClientLike;
+        let pattern = format!("{}:*", self.options.key_prefix);
+        let mut cursor = "0".to_owned();
+        let mut removed = 0u64;
+        loop {
+            let (next, keys): (String, Vec<String>) = self
+                .client
+                .next()
+                .custom(
+                    fred::cmd!("SCAN"),
+                    vec![cursor.clone(), "MATCH".into(), pattern.clone(), "COUNT".into(), "500".into()],
+                )
+                .await
+                .map_err(backend)?;
+            if !keys.is_empty() {
+                removed += self.client.next().del::<u64, _>(keys).await.map_err(backend)?;
+            }
+            if next == "0" {
+                break;
+            }
+            cursor = next;
+        }
+        self.keys.write().clear();
+        *self.known.lock() = (None, Vec::new());
+        Ok(removed)
+    }
+
+    fn keys(&self, product_id: u64) -> Arc<ProductKeys> {
+        if let Some(k) = self.keys.read().get(&product_id) {
+            return k.clone();
+        }
+        let p = &self.options.key_prefix;
+        let k = |suffix: &str| Key::from(format!("{p}:{{{product_id}}}:{suffix}"));
+        let keys = Arc::new(ProductKeys {
+            activity: k("activity"),
+            buyers: k("buyers"),
+            orders: k("orders"),
+            idem: k("idem"),
+            seq: k("seq"),
+            epoch: k("epoch"),
+            outbox: k("outbox"),
+        });
+        self.keys.write().insert(product_id, keys.clone());
+        keys
+    }
+
+    /// Products with an outbox, refreshed at most every 500 ms.
+    async fn products(&self) -> Result<Vec<u64>, InventoryError> {
+        {
+            let known = self.known.lock();
+            if known.0.is_some_and(|at| at.elapsed() < Duration::from_millis(500)) {
+                return Ok(known.1.clone());
+            }
+        }
+        let members: Vec<String> = self
+            .client
+            .next()
+            .smembers(self.products_key.clone())
+            .await
+            .map_err(backend)?;
+        let ids: Vec<u64> = members.iter().filter_map(|m| m.parse().ok()).collect();
+        *self.known.lock() = (Some(Instant::now()), ids.clone());
+        Ok(ids)
+    }
+
+    fn fingerprint(a: &Activity) -> String {
+        format!(
+            "{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}",
+            a.product_name,
+            a.price_cents,
+            a.stock,
+            a.start_ms(),
+            a.end_ms(),
+            a.status.as_str(),
+            a.per_user_limit
+        )
+    }
+
+    fn parse_entry(product_id: u64, id: &Value, fields: &Value) -> Result<OutboxEntry, InventoryError> {
+        let id = id
+            .as_str()
+            .ok_or_else(|| InventoryError::Protocol("outbox entry without an id".into()))?;
+        let Value::Array(kv) = fields else {
+            return Err(InventoryError::Protocol(format!("outbox entry {id} without fields")));
+        };
+        let mut map = HashMap::with_capacity(kv.len() / 2);
+        for pair in kv.chunks(2) {
+            if let (Some(k), Some(v)) = (pair[0].as_str(), pair.get(1).and_then(Value::as_str)) {
+                map.insert(k.into_owned(), v.into_owned());
+            }
+        }
+        let field = |name: &str| -> Result<i64, InventoryError> {
+            map.get(name)
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| InventoryError::Protocol(format!("outbox entry {id} lacks {name}")))
+        };
+        let seq = u64::try_from(field("order")?).unwrap_or(0);
+        Ok(OutboxEntry {
+            id: format!("{product_id}:{id}"),
+            record: SaleRecord {
+                order_id: OrderId { product_id, seq },
+                product_id,
+                user_id: u64::try_from(field("user")?).unwrap_or(0),
+                quantity: u32::try_from(field("qty")?).unwrap_or(0),
+                price_cents: u64::try_from(field("price")?).unwrap_or(0),
+                sold_at_ms: field("ts")?,
+                epoch: u64::try_from(field("epoch")?).unwrap_or(0),
+            },
+        })
+    }
+}
+
+#[async_trait]
+impl Inventory for RedisInventory {
+    async fn prewarm(
+        &self,
+        activity: &Activity,
+        force: bool,
+    ) -> Result<PrewarmOutcome, InventoryError> {
+        activity.validate()?;
+        let k = self.keys(activity.product_id);
+        let expire_at = activity.end_ms().saturating_add(
+            i64::try_from(self.options.key_grace.as_millis()).unwrap_or(i64::MAX / 2),
+        );
+        let reply: Vec<i64> = self
+            .client
+            .eval(
+                &SCRIPTS.prewarm,
+                vec![
+                    k.activity.clone(),
+                    k.buyers.clone(),
+                    k.orders.clone(),
+                    k.idem.clone(),
+                    k.epoch.clone(),
+                    k.outbox.clone(),
+                ],
+                vec![
+                    Self::fingerprint(activity).into(),
+                    activity.product_name.clone().into(),
+                    activity.price_cents.to_string().into(),
+                    activity.stock.to_string().into(),
+                    activity.start_ms().to_string().into(),
+                    activity.end_ms().to_string().into(),
+                    activity.status.as_str().into(),
+                    activity.per_user_limit.to_string().into(),
+                    if force { "1" } else { "0" }.into(),
+                    expire_at.to_string().into(),
+                    RELAY_GROUP.into(),
+                ],
+            )
+            .await?;
+        let epoch = || reply.get(1).and_then(|e| u64::try_from(*e).ok()).unwrap_or(0);
+        let outcome = match reply.first() {
+            Some(0) => PrewarmOutcome::Unchanged { epoch: epoch() },
+            Some(1) => PrewarmOutcome::Created { epoch: epoch() },
+            Some(2) => PrewarmOutcome::Replaced { epoch: epoch() },
+            Some(-1) => PrewarmOutcome::SaleStarted,
+            _ => return Err(InventoryError::Protocol(format!("prewarm replied {reply:?}"))),
+        };
+        if !matches!(outcome, PrewarmOutcome::SaleStarted) {
+            self.client
+                .next()
+                .sadd::<(), _, _>(self.products_key.clone(), activity.product_id.to_string())
+                .await
+                .map_err(backend)?;
+            self.known.lock().0 = None;
+        }
+        Ok(outcome)
+    }
+
+    async fn purchase(&self, request: &PurchaseRequest) -> Result<PurchaseOutcome, InventoryError> {
+        let k = self.keys(request.product_id);
+        let reply: Vec<i64> = self
+            .client
+            .eval(
+                &SCRIPTS.purchase,
+                vec![
+                    k.activity.clone(),
+                    k.buyers.clone(),
+                    k.orders.clone(),
+                    k.seq.clone(),
+                    k.outbox.clone(),
+                    k.idem.clone(),
+                ],
+                vec![
+                    Value::Integer(request.user_id as i64),
+                    Value::Integer(i64::from(request.quantity)),
+                    request.idempotency_key.clone().unwrap_or_default().into(),
+                    Value::Integer(request.product_id as i64),
+                ],
+            )
+            .await?;
+        let arg = |i: usize| reply.get(i).and_then(|v| u64::try_from(*v).ok());
+        Ok(match reply.first() {
+            Some(1 | 2) => PurchaseOutcome::Success {
+                order_id: OrderId {
+                    product_id: request.product_id,
+                    seq: arg(1).unwrap_or(0),
+                },
+                remaining_stock: arg(2).unwrap_or(0),
+            },
+            Some(-1) => PurchaseOutcome::UnknownProduct,
+            Some(-2) => PurchaseOutcome::SoldOut {
+                remaining_stock: arg(1).unwrap_or(0),
+            },
+            Some(-3) => PurchaseOutcome::AlreadyBought,
+            Some(-4) => PurchaseOutcome::Inactive,
+            Some(-5) => PurchaseOutcome::NotStarted,
+            Some(-6) => PurchaseOutcome::Ended,
+            Some(-7) => PurchaseOutcome::InvalidQuantity {
+                max: arg(1).and_then(|m| u32::try_from(m).ok()).unwrap_or(0),
+            },
+            _ => return Err(InventoryError::Protocol(format!("purchase replied {reply:?}"))),
+        })
+    }
+
+    async fn activity(&self, product_id: u64) -> Result<Option<Activity>, InventoryError> {
+        let k = self.keys(product_id);
+        let h: HashMap<String, String> = self
+            .client
+            .next()
+            .hgetall(k.activity.clone())
+            .await
+            .map_err(backend)?;
+        if h.is_empty() {
+            return Ok(None);
+        }
+        let get = |f: &str| {
+            h.get(f)
+                .ok_or_else(|| InventoryError::Protocol(format!("activity {product_id} lacks {f}")))
+        };
+        let num = |f: &str| -> Result<i64, InventoryError> {
+            get(f)?
+                .parse()
+                .map_err(|_| InventoryError::Protocol(format!("activity {product_id}: bad {f}")))
+        };
+        Ok(Some(Activity {
+            product_id,
+            product_name: get("name")?.clone(),
+            price_cents: u64::try_from(num("price")?).unwrap_or(0),
+            stock: u64::try_from(num("initial")?).unwrap_or(0),
+            start_time: ms_to_time(num("start")?)?,
+            end_time: ms_to_time(num("end")?)?,
+            status: if get("status")? == "active" {
+                ActivityStatus::Active
+            } else {
+                ActivityStatus::Inactive
+            },
+            per_user_limit: u32::try_from(num("limit")?).unwrap_or(1),
+        }))
+    }
+
+    async fn stats(&self, product_id: u64) -> Result<Option<InventoryStats>, InventoryError> {
+        let k = self.keys(product_id);
+        let r: Vec<Value> = self
+            .client
+            .eval(
+                &SCRIPTS.stats,
+                vec![k.activity.clone(), k.buyers.clone(), k.outbox.clone()],
+                vec![],
+            )
+            .await?;
+        if r.is_empty() {
+            return Ok(None);
+        }
+        let initial = uint(r.get(1))?;
+        let remaining = uint(r.get(2))?;
+        Ok(Some(InventoryStats {
+            product_id,
+            epoch: uint(r.first())?,
+            initial_stock: initial,
+            remaining_stock: remaining,
+            sold: initial.saturating_sub(remaining),
+            cancelled: uint(r.get(3))?,
+            buyers: uint(r.get(4))?,
+            outbox_pending: uint(r.get(5))?,
+        }))
+    }
+
+    async fn has_purchased(&self, product_id: u64, user_id: u64) -> Result<bool, InventoryError> {
+        let k = self.keys(product_id);
+        self.client
+            .next()
+            .hexists(k.buyers.clone(), user_id.to_string())
+            .await
+            .map_err(backend)
+    }
+
+    async fn cancel(&self, order_id: OrderId) -> Result<CancelOutcome, InventoryError> {
+        let k = self.keys(order_id.product_id);
+        let reply: Vec<i64> = self
+            .client
+            .eval(
+                &SCRIPTS.cancel,
+                vec![k.activity.clone(), k.buyers.clone(), k.orders.clone()],
+                vec![Value::Integer(order_id.seq as i64)],
+            )
+            .await?;
+        Ok(match reply.first() {
+            Some(1) => CancelOutcome::Cancelled {
+                quantity: reply.get(1).and_then(|q| u32::try_from(*q).ok()).unwrap_or(0),
+                remaining_stock: reply.get(2).and_then(|r| u64::try_from(*r).ok()).unwrap_or(0),
+            },
+            Some(2) => CancelOutcome::AlreadyCancelled,
+            Some(0) => CancelOutcome::NotFound,
+            _ => return Err(InventoryError::Protocol(format!("cancel replied {reply:?}"))),
+        })
+    }
+
+    async fn outbox_read(
+        &self,
+        max: usize,
+        block: Duration,
+    ) -> Result<Vec<OutboxEntry>, InventoryError> {
+        let deadline = Instant::now() + block;
+        let min_idle = self.options.reclaim_after.as_millis().to_string();
+        loop {
+            let mut out = Vec::new();
+            for product_id in self.products().await? {
+                let want = max.max(1) - out.len();
+                if want == 0 {
+                    break;
+                }
+                let k = self.keys(product_id);
+                let flat: Vec<Value> = self
+                    .client
+                    .eval(
+                        &SCRIPTS.outbox_claim,
+                        vec![k.outbox.clone()],
+                        vec![
+                            RELAY_GROUP.into(),
+                            self.consumer.clone().into(),
+                            want.to_string().into(),
+                            min_idle.clone().into(),
+                        ],
+                    )
+                    .await?;
+                for pair in flat.chunks(2) {
+                    if let [id, fields] = pair {
+                        out.push(Self::parse_entry(product_id, id, fields)?);
+                    }
+                }
+            }
+            if !out.is_empty() || Instant::now() >= deadline {
+                return Ok(out);
+            }
+            tokio::time::sleep(self.options.poll_interval.min(deadline - Instant::now())).await;
+        }
+    }
+
+    async fn outbox_ack(&self, ids: &[String]) -> Result<(), InventoryError> {
+        let mut by_product: HashMap<u64, Vec<Value>> = HashMap::new();
+        for id in ids {
+            if let Some((p, entry)) = id.split_once(':') {
+                if let Ok(p) = p.parse() {
+                    by_product
+                        .entry(p)
+                        .or_insert_with(|| vec![RELAY_GROUP.into()])
+                        .push(entry.to_owned().into());
+                }
+            }
+        }
+        for (product_id, args) in by_product {
+            let k = self.keys(product_id);
+            let _: i64 = self
+                .client
+                .eval(&SCRIPTS.outbox_ack, vec![k.outbox.clone()], args)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn outbox_len(&self) -> Result<u64, InventoryError> {
+        let mut total = 0;
+        for product_id in self.products().await? {
+            let k = self.keys(product_id);
+            let n: u64 = self
+                .client
+                .next()
+                .xlen(k.outbox.clone())
+                .await
+                .map_err(backend)?;
+            total += n;
+        }
+        Ok(total)
+    }
+
+    async fn ping(&self) -> Result<(), InventoryError> {
+        use fred::interfaces::ClientLike;
+        self.client
+            .next()
+            .ping::<String>(None)
+            .await
+            .map(|_| ())
+            .map_err(backend)
+    }
+}
