@@ -134,6 +134,24 @@ impl RedisClient {
         Ok(())
     }
 
+    /// Drops every script the server has loaded (SCRIPT FLUSH), as a restart or failover does.
+    ///
+    /// # Errors
+    /// Backend failures.
+    pub async fn script_flush(&self) -> Result<(), InventoryError> {
+        use fred::interfaces::LuaInterface;
+        self.next().script_flush(false).await.map_err(backend)
+    }
+
+    /// Deletes keys.
+    ///
+    /// # Errors
+    /// Backend failures.
+    pub async fn delete(&self, keys: &[String]) -> Result<u64, InventoryError> {
+        use fred::interfaces::KeysInterface;
+        self.next().del(keys.to_vec()).await.map_err(backend)
+    }
+
     /// Closes every connection.
     pub async fn quit(&self) {
         let _ = self.pool.quit().await;

@@ -1,0 +1,164 @@
+//! Behaviour of the Redis backend beyond the shared contract: script reloads and the lock.
+#![cfg(feature = "redis")]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use chrono::{Duration as Span, Utc};
+use seckill_inventory::{
+    Activity, ActivityStatus, Inventory, PurchaseOutcome, PurchaseRequest, RedisClient,
+    RedisInventory, RedisInventoryOptions, RedisLock, RedisSettings,
+};
+
+const NEED_REDIS: &str =
+    "these tests need Redis at 127.0.0.1:6379: run `bash scripts/test.sh`, which starts it";
+
+fn unique(what: &str) -> String {
+    format!("test-{what}-{:016x}", rand::random::<u64>())
+}
+
+async fn inventory() -> RedisInventory {
+    RedisInventory::connect(
+        &RedisSettings::default(),
+        RedisInventoryOptions {
+            key_prefix: unique("inv"),
+            ..RedisInventoryOptions::default()
+        },
+    )
+    .await
+    .expect(NEED_REDIS)
+}
+
+/// SCRIPT FLUSH drops every loaded script, as a restart or failover does; purchases in flight
+/// at that moment must still succeed (reload and retry), never fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn script_flush_mid_run_fails_no_request() {
+    let inv = Arc::new(inventory().await);
+    let now = Utc::now();
+    inv.prewarm(
+        &Activity {
+            product_id: 7001,
+            product_name: "flush".into(),
+            price_cents: 1,
+            stock: 1_000_000,
+            start_time: now - Span::minutes(1),
+            end_time: now + Span::hours(1),
+            status: ActivityStatus::Active,
+            per_user_limit: 1,
+        },
+        false,
+    )
+    .await
+    .unwrap();
+    let admin = RedisClient::connect(&RedisSettings::default()).await.expect(NEED_REDIS);
+    let sold = Arc::new(AtomicU32::new(0));
+    let mut tasks = Vec::new();
+    for t in 0..8u64 {
+        let (inv, sold) = (inv.clone(), sold.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in 0..1_000u64 {
+                let out = inv
+                    .purchase(&PurchaseRequest {
+                        product_id: 7001,
+                        user_id: t * 1_000 + i + 1,
+                        quantity: 1,
+                        idempotency_key: None,
+                    })
+                    .await
+                    .expect("no purchase fails across SCRIPT FLUSH");
+                assert!(matches!(out, PurchaseOutcome::Success { .. }), "{out:?}");
+                sold.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    let mut flushes = 0;
+    while sold.load(Ordering::Relaxed) < 8_000 && flushes < 20 {
+        admin.script_flush().await.unwrap();
+        flushes += 1;
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert!(flushes >= 2, "the run was too short to flush mid-way");
+    let st = inv.stats(7001).await.unwrap().unwrap();
+    assert_eq!((st.sold, st.buyers, st.outbox_pending), (8_000, 8_000, 8_000));
+    inv.purge().await.unwrap();
+}
+
+async fn lock(name: &str, ttl: Duration) -> RedisLock {
+    let client = RedisClient::connect(&RedisSettings::default()).await.expect(NEED_REDIS);
+    RedisLock::new(client, name, ttl)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lock_excludes_under_contention_with_increasing_fencing_tokens() {
+    let name = unique("lock");
+    let holders = Arc::new(AtomicU32::new(0));
+    let max_seen = Arc::new(AtomicU32::new(0));
+    let tokens = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let l = lock(&name, Duration::from_secs(10)).await;
+        let (holders, max_seen, tokens) = (holders.clone(), max_seen.clone(), tokens.clone());
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..10 {
+                let g = l
+                    .acquire(Duration::from_secs(30), Duration::from_millis(1))
+                    .await
+                    .unwrap()
+                    .expect("acquired within the wait");
+                let now = holders.fetch_add(1, Ordering::SeqCst) + 1;
+                max_seen.fetch_max(now, Ordering::SeqCst);
+                tokens.lock().push(g.fencing_token());
+                tokio::task::yield_now().await;
+                holders.fetch_sub(1, Ordering::SeqCst);
+                assert!(g.release().await.unwrap(), "the holder releases its own lock");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(max_seen.load(Ordering::SeqCst), 1, "never two holders at once");
+    let tokens = tokens.lock().clone();
+    assert_eq!(tokens.len(), 80);
+    // Tokens were recorded in acquisition order (one holder at a time): strictly increasing.
+    assert!(tokens.windows(2).all(|w| w[0] < w[1]), "{tokens:?}");
+    cleanup_lock(&name).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_holder_cannot_release_or_extend_the_next_holders_lock() {
+    let name = unique("lock");
+    let ttl = Duration::from_millis(50);
+    let a = lock(&name, ttl).await;
+    let b = lock(&name, Duration::from_secs(10)).await;
+    let first = a.try_acquire().await.unwrap().expect("free lock");
+    assert!(b.try_acquire().await.unwrap().is_none(), "held");
+    // Waiting for the TTL is what is under test: poll until Redis expires the lock.
+    let started = tokio::time::Instant::now();
+    let second = loop {
+        if let Some(g) = b.try_acquire().await.unwrap() {
+            break g;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "the lock never expired");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert!(started.elapsed() >= ttl - Duration::from_millis(5));
+    assert!(second.fencing_token() > first.fencing_token());
+    assert!(!first.extend(Duration::from_secs(10)).await.unwrap(), "stale extend refused");
+    assert!(!first.release().await.unwrap(), "stale release refused");
+    assert!(a.try_acquire().await.unwrap().is_none(), "the second holder still holds it");
+    assert!(second.extend(Duration::from_secs(10)).await.unwrap());
+    assert!(second.release().await.unwrap());
+    assert!(a.try_acquire().await.unwrap().is_some(), "free again");
+    cleanup_lock(&name).await;
+}
+
+async fn cleanup_lock(name: &str) {
+    let client = RedisClient::connect(&RedisSettings::default()).await.expect(NEED_REDIS);
+    client.delete(&[format!("{{{name}}}"), format!("{{{name}}}:fence")]).await.unwrap();
+}
