@@ -5,4 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/services.sh
 . scripts/services.sh
-cargo test --workspace --locked "$@"
+ensure_redis
+cargo test --workspace --all-features --locked "$@"

@@ -87,6 +87,12 @@ pub struct RedisConfig {
     /// Command timeout.
     #[serde(with = "humantime_serde")]
     pub command_timeout: Duration,
+    /// How long a sale claimed by a relay may stay unacknowledged before another relay takes it.
+    #[serde(with = "humantime_serde")]
+    pub reclaim_after: Duration,
+    /// How long an activity's keys are kept after its end.
+    #[serde(with = "humantime_serde")]
+    pub key_grace: Duration,
 }
 
 impl Default for RedisConfig {
@@ -100,6 +106,8 @@ impl Default for RedisConfig {
             key_prefix: "seckill".into(),
             connect_timeout: Duration::from_secs(2),
             command_timeout: Duration::from_secs(1),
+            reclaim_after: Duration::from_secs(30),
+            key_grace: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -522,6 +530,33 @@ impl Config {
             ));
         }
         p
+    }
+
+    /// Connection settings of the Redis inventory.
+    pub fn redis_settings(
+        &self,
+    ) -> (
+        seckill_inventory::RedisSettings,
+        seckill_inventory::RedisInventoryOptions,
+    ) {
+        let r = &self.redis;
+        (
+            seckill_inventory::RedisSettings {
+                host: r.host.clone(),
+                port: r.port,
+                password: r.password.clone(),
+                db: r.db,
+                pool_size: r.pool_size,
+                connect_timeout: r.connect_timeout,
+                command_timeout: r.command_timeout,
+            },
+            seckill_inventory::RedisInventoryOptions {
+                key_prefix: r.key_prefix.clone(),
+                reclaim_after: r.reclaim_after,
+                key_grace: r.key_grace,
+                ..seckill_inventory::RedisInventoryOptions::default()
+            },
+        )
     }
 
     /// The API's settings. Call only on a configuration without [`Config::problems`].

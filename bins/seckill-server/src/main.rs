@@ -11,7 +11,7 @@ use anyhow::Context;
 use seckill_api::{App, Components};
 use tokio::net::TcpListener;
 
-use seckill_server::config::{self, Config, FileChoice};
+use seckill_server::config::{self, Config, FileChoice, InventoryBackend};
 use seckill_server::telemetry;
 
 /// Exit status for an invalid configuration (EX_USAGE).
@@ -59,7 +59,19 @@ async fn main() -> ExitCode {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     let render = telemetry::init_metrics(&config.telemetry)?;
-    let components = Components::embedded();
+    let mut components = Components::embedded();
+    if config.inventory.backend == InventoryBackend::Redis {
+        let (settings, options) = config.redis_settings();
+        let inventory = seckill_inventory::RedisInventory::connect(&settings, options)
+            .await
+            .with_context(|| {
+                format!(
+                    "connecting to Redis at {}:{} (inventory.backend = redis)",
+                    settings.host, settings.port
+                )
+            })?;
+        components.inventory = std::sync::Arc::new(inventory);
+    }
     let app = App::start(config.api_settings(), components, render)
         .await
         .context("starting the order pipeline")?;

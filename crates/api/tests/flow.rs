@@ -6,12 +6,12 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Server, activity};
+use common::{Backend, Server, activity, components};
 use serde_json::json;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_specification_flow_works_end_to_end() {
-    let s = Server::embedded().await;
+async fn the_specification_flow_works_end_to_end(backend: Backend) {
+    let (c, redis) = components(backend).await;
+    let s = Server::start(common::settings(), c).await;
 
     let (status, body) = s.get("/health").await;
     assert_eq!((status, body), (200, json!({"status": "ok"})));
@@ -114,13 +114,30 @@ async fn the_specification_flow_works_end_to_end() {
         .unwrap();
     assert_eq!(success["count"], 2);
     assert_eq!(data["circuit_breaker"], "closed");
+
+    // A retry carrying the same Idempotency-Key gets the first answer and buys nothing more.
+    let retry = || {
+        s.client
+            .post(s.url("/api/v1/seckill/purchase"))
+            .header("idempotency-key", "order-2003-attempt")
+            .json(&json!({"product_id": 1001, "user_id": 2003}))
+            .send()
+    };
+    let first: serde_json::Value = retry().await.unwrap().json().await.unwrap();
+    let second: serde_json::Value = retry().await.unwrap().json().await.unwrap();
+    assert_eq!(first["code"], 0, "{first}");
+    assert_eq!(first, second);
+    assert_eq!(s.wait_orders(1001, 3).await["sold"], 3);
     s.shutdown().await;
+    if let Some(r) = redis {
+        r.purge().await.unwrap();
+    }
 }
 
 /// 1,000 users, 5 attempts each, from 200 concurrent tasks, on stock 100.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_buyers_get_exactly_the_stock() {
-    let s = Arc::new(Server::embedded().await);
+async fn concurrent_buyers_get_exactly_the_stock(backend: Backend) {
+    let (c, redis) = components(backend).await;
+    let s = Arc::new(Server::start(common::settings(), c).await);
     assert_eq!(s.prewarm(activity(1002, 100)).await.0, 200);
     let mut tasks = Vec::new();
     for t in 0..200u64 {
@@ -164,15 +181,18 @@ async fn concurrent_buyers_get_exactly_the_stock() {
         assert_eq!(body["data"]["user_id"], *user);
     }
     Arc::into_inner(s).unwrap().shutdown().await;
+    if let Some(r) = redis {
+        r.purge().await.unwrap();
+    }
 }
 
 /// Sales acknowledged before a shutdown are all stored by the time the server returns.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_delivers_every_pending_sale() {
+async fn shutdown_delivers_every_pending_sale(backend: Backend) {
     let orders = Arc::new(seckill_orders::MemoryOrderStore::new());
+    let (c, redis) = components(backend).await;
     let components = seckill_api::Components {
         orders: orders.clone(),
-        ..seckill_api::Components::embedded()
+        ..c
     };
     let inventory = components.inventory.clone();
     let s = Server::start(common::settings(), components).await;
@@ -185,4 +205,28 @@ async fn shutdown_delivers_every_pending_sale() {
     use seckill_orders::OrderStore;
     assert_eq!(orders.count_by_product(1003).await.unwrap(), 50);
     assert_eq!(inventory.outbox_len().await.unwrap(), 0);
+    if let Some(r) = redis {
+        r.purge().await.unwrap();
+    }
 }
+
+macro_rules! on_backend {
+    ($backend:ident, $kind:expr) => {
+        mod $backend {
+            macro_rules! case {
+                ($name:ident) => {
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $name() {
+                        super::$name($kind).await;
+                    }
+                };
+            }
+            case!(the_specification_flow_works_end_to_end);
+            case!(concurrent_buyers_get_exactly_the_stock);
+            case!(shutdown_delivers_every_pending_sale);
+        }
+    };
+}
+
+on_backend!(memory, super::Backend::Memory);
+on_backend!(redis, super::Backend::Redis);

@@ -64,6 +64,6 @@ pub use model::{
     Activity, ActivityStatus, CancelOutcome, InventoryStats, OrderId, OutboxEntry, PrewarmOutcome,
     PurchaseOutcome, PurchaseRequest, SaleRecord,
 };
-pub use store::Inventory;
 #[cfg(feature = "redis")]
 pub use redis::{RedisClient, RedisInventory, RedisInventoryOptions, RedisSettings};
+pub use store::Inventory;

@@ -51,7 +51,9 @@ async fn script_flush_mid_run_fails_no_request() {
     )
     .await
     .unwrap();
-    let admin = RedisClient::connect(&RedisSettings::default()).await.expect(NEED_REDIS);
+    let admin = RedisClient::connect(&RedisSettings::default())
+        .await
+        .expect(NEED_REDIS);
     let sold = Arc::new(AtomicU32::new(0));
     let mut tasks = Vec::new();
     for t in 0..8u64 {
@@ -84,12 +86,17 @@ async fn script_flush_mid_run_fails_no_request() {
     }
     assert!(flushes >= 2, "the run was too short to flush mid-way");
     let st = inv.stats(7001).await.unwrap().unwrap();
-    assert_eq!((st.sold, st.buyers, st.outbox_pending), (8_000, 8_000, 8_000));
+    assert_eq!(
+        (st.sold, st.buyers, st.outbox_pending),
+        (8_000, 8_000, 8_000)
+    );
     inv.purge().await.unwrap();
 }
 
 async fn lock(name: &str, ttl: Duration) -> RedisLock {
-    let client = RedisClient::connect(&RedisSettings::default()).await.expect(NEED_REDIS);
+    let client = RedisClient::connect(&RedisSettings::default())
+        .await
+        .expect(NEED_REDIS);
     RedisLock::new(client, name, ttl)
 }
 
@@ -115,14 +122,21 @@ async fn the_lock_excludes_under_contention_with_increasing_fencing_tokens() {
                 tokens.lock().push(g.fencing_token());
                 tokio::task::yield_now().await;
                 holders.fetch_sub(1, Ordering::SeqCst);
-                assert!(g.release().await.unwrap(), "the holder releases its own lock");
+                assert!(
+                    g.release().await.unwrap(),
+                    "the holder releases its own lock"
+                );
             }
         }));
     }
     for t in tasks {
         t.await.unwrap();
     }
-    assert_eq!(max_seen.load(Ordering::SeqCst), 1, "never two holders at once");
+    assert_eq!(
+        max_seen.load(Ordering::SeqCst),
+        1,
+        "never two holders at once"
+    );
     let tokens = tokens.lock().clone();
     assert_eq!(tokens.len(), 80);
     // Tokens were recorded in acquisition order (one holder at a time): strictly increasing.
@@ -144,14 +158,23 @@ async fn an_expired_holder_cannot_release_or_extend_the_next_holders_lock() {
         if let Some(g) = b.try_acquire().await.unwrap() {
             break g;
         }
-        assert!(started.elapsed() < Duration::from_secs(5), "the lock never expired");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the lock never expired"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
     assert!(started.elapsed() >= ttl - Duration::from_millis(5));
     assert!(second.fencing_token() > first.fencing_token());
-    assert!(!first.extend(Duration::from_secs(10)).await.unwrap(), "stale extend refused");
+    assert!(
+        !first.extend(Duration::from_secs(10)).await.unwrap(),
+        "stale extend refused"
+    );
     assert!(!first.release().await.unwrap(), "stale release refused");
-    assert!(a.try_acquire().await.unwrap().is_none(), "the second holder still holds it");
+    assert!(
+        a.try_acquire().await.unwrap().is_none(),
+        "the second holder still holds it"
+    );
     assert!(second.extend(Duration::from_secs(10)).await.unwrap());
     assert!(second.release().await.unwrap());
     assert!(a.try_acquire().await.unwrap().is_some(), "free again");
@@ -159,6 +182,11 @@ async fn an_expired_holder_cannot_release_or_extend_the_next_holders_lock() {
 }
 
 async fn cleanup_lock(name: &str) {
-    let client = RedisClient::connect(&RedisSettings::default()).await.expect(NEED_REDIS);
-    client.delete(&[format!("{{{name}}}"), format!("{{{name}}}:fence")]).await.unwrap();
+    let client = RedisClient::connect(&RedisSettings::default())
+        .await
+        .expect(NEED_REDIS);
+    client
+        .delete(&[format!("{{{name}}}"), format!("{{{name}}}:fence")])
+        .await
+        .unwrap();
 }

@@ -120,6 +120,43 @@ impl Server {
     }
 }
 
+/// Which inventory a test runs on.
+#[derive(Clone, Copy, Debug)]
+pub enum Backend {
+    /// In process.
+    Memory,
+    /// The real Redis at 127.0.0.1:6379, under a unique key prefix.
+    Redis,
+}
+
+/// Components for `backend`, and the Redis inventory to purge after the test.
+pub async fn components(
+    backend: Backend,
+) -> (
+    Components,
+    Option<std::sync::Arc<seckill_inventory::RedisInventory>>,
+) {
+    let mut c = Components::embedded();
+    match backend {
+        Backend::Memory => (c, None),
+        Backend::Redis => {
+            let inv = std::sync::Arc::new(
+                seckill_inventory::RedisInventory::connect(
+                    &seckill_inventory::RedisSettings::default(),
+                    seckill_inventory::RedisInventoryOptions {
+                        key_prefix: format!("test-api-{:016x}", rand::random::<u64>()),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .expect("these tests need Redis at 127.0.0.1:6379: run `bash scripts/test.sh`, which starts it"),
+            );
+            c.inventory = inv.clone();
+            (c, Some(inv))
+        }
+    }
+}
+
 /// The specification's prewarm body, moved to a window around now.
 pub fn activity(product_id: u64, stock: u64) -> Value {
     let now = chrono::Utc::now();

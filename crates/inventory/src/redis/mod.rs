@@ -198,12 +198,23 @@ impl RedisInventory {
                 .next()
                 .custom(
                     fred::cmd!("SCAN"),
-                    vec![cursor.clone(), "MATCH".into(), pattern.clone(), "COUNT".into(), "500".into()],
+                    vec![
+                        cursor.clone(),
+                        "MATCH".into(),
+                        pattern.clone(),
+                        "COUNT".into(),
+                        "500".into(),
+                    ],
                 )
                 .await
                 .map_err(backend)?;
             if !keys.is_empty() {
-                removed += self.client.next().del::<u64, _>(keys).await.map_err(backend)?;
+                removed += self
+                    .client
+                    .next()
+                    .del::<u64, _>(keys)
+                    .await
+                    .map_err(backend)?;
             }
             if next == "0" {
                 break;
@@ -238,7 +249,10 @@ impl RedisInventory {
     async fn products(&self) -> Result<Vec<u64>, InventoryError> {
         {
             let known = self.known.lock();
-            if known.0.is_some_and(|at| at.elapsed() < Duration::from_millis(500)) {
+            if known
+                .0
+                .is_some_and(|at| at.elapsed() < Duration::from_millis(500))
+            {
                 return Ok(known.1.clone());
             }
         }
@@ -266,12 +280,18 @@ impl RedisInventory {
         )
     }
 
-    fn parse_entry(product_id: u64, id: &Value, fields: &Value) -> Result<OutboxEntry, InventoryError> {
+    fn parse_entry(
+        product_id: u64,
+        id: &Value,
+        fields: &Value,
+    ) -> Result<OutboxEntry, InventoryError> {
         let id = id
             .as_str()
             .ok_or_else(|| InventoryError::Protocol("outbox entry without an id".into()))?;
         let Value::Array(kv) = fields else {
-            return Err(InventoryError::Protocol(format!("outbox entry {id} without fields")));
+            return Err(InventoryError::Protocol(format!(
+                "outbox entry {id} without fields"
+            )));
         };
         let mut map = HashMap::with_capacity(kv.len() / 2);
         for pair in kv.chunks(2) {
@@ -339,13 +359,22 @@ impl Inventory for RedisInventory {
                 ],
             )
             .await?;
-        let epoch = || reply.get(1).and_then(|e| u64::try_from(*e).ok()).unwrap_or(0);
+        let epoch = || {
+            reply
+                .get(1)
+                .and_then(|e| u64::try_from(*e).ok())
+                .unwrap_or(0)
+        };
         let outcome = match reply.first() {
             Some(0) => PrewarmOutcome::Unchanged { epoch: epoch() },
             Some(1) => PrewarmOutcome::Created { epoch: epoch() },
             Some(2) => PrewarmOutcome::Replaced { epoch: epoch() },
             Some(-1) => PrewarmOutcome::SaleStarted,
-            _ => return Err(InventoryError::Protocol(format!("prewarm replied {reply:?}"))),
+            _ => {
+                return Err(InventoryError::Protocol(format!(
+                    "prewarm replied {reply:?}"
+                )));
+            }
         };
         if !matches!(outcome, PrewarmOutcome::SaleStarted) {
             self.client
@@ -400,7 +429,11 @@ impl Inventory for RedisInventory {
             Some(-7) => PurchaseOutcome::InvalidQuantity {
                 max: arg(1).and_then(|m| u32::try_from(m).ok()).unwrap_or(0),
             },
-            _ => return Err(InventoryError::Protocol(format!("purchase replied {reply:?}"))),
+            _ => {
+                return Err(InventoryError::Protocol(format!(
+                    "purchase replied {reply:?}"
+                )));
+            }
         })
     }
 
@@ -488,12 +521,22 @@ impl Inventory for RedisInventory {
             .await?;
         Ok(match reply.first() {
             Some(1) => CancelOutcome::Cancelled {
-                quantity: reply.get(1).and_then(|q| u32::try_from(*q).ok()).unwrap_or(0),
-                remaining_stock: reply.get(2).and_then(|r| u64::try_from(*r).ok()).unwrap_or(0),
+                quantity: reply
+                    .get(1)
+                    .and_then(|q| u32::try_from(*q).ok())
+                    .unwrap_or(0),
+                remaining_stock: reply
+                    .get(2)
+                    .and_then(|r| u64::try_from(*r).ok())
+                    .unwrap_or(0),
             },
             Some(2) => CancelOutcome::AlreadyCancelled,
             Some(0) => CancelOutcome::NotFound,
-            _ => return Err(InventoryError::Protocol(format!("cancel replied {reply:?}"))),
+            _ => {
+                return Err(InventoryError::Protocol(format!(
+                    "cancel replied {reply:?}"
+                )));
+            }
         })
     }
 
