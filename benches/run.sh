@@ -5,7 +5,8 @@
 #             request queue, circuit breaker) answering purchases of a sold-out product
 #   sale   — seckill-server selling: fresh user ids on a product with ample stock
 # Runs are interleaved ROUNDS times; the medians and their ratios are printed.
-# Usage: bash benches/run.sh [ROUNDS] [SECONDS] [CONNECTIONS]
+# Usage: [BACKEND=memory|redis] bash benches/run.sh [ROUNDS] [SECONDS] [CONNECTIONS]
+# With BACKEND=redis the server keeps its stock in Redis at 127.0.0.1:6379 (keys under bench-http).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
@@ -17,10 +18,21 @@ BARE_PORT=18190
 cargo build --release -q -p seckill-server -p seckill-bench
 BIN=target/release
 
-cleanup() { kill "${SERVER_PID:-}" "${BARE_PID:-}" 2>/dev/null || true; }
+cleanup() {
+  kill "${SERVER_PID:-}" "${BARE_PID:-}" 2>/dev/null || true
+  if [ "${BACKEND:-memory}" = redis ]; then
+    sleep 0.5; redis-cli --scan --pattern 'bench-http:*' | xargs -r redis-cli del >/dev/null
+  fi
+}
 trap cleanup EXIT
 
-SECKILL_SERVER__PORT=$SERVER_PORT SECKILL_SERVER__HOST=127.0.0.1 \
+BACKEND=${BACKEND:-memory}
+if [ "$BACKEND" = redis ]; then
+  . scripts/services.sh && ensure_redis
+  redis-cli --scan --pattern 'bench-http:*' | xargs -r redis-cli del >/dev/null
+fi
+SECKILL_INVENTORY__BACKEND=$BACKEND SECKILL_REDIS__KEY_PREFIX=bench-http SECKILL_REDIS__HOST=127.0.0.1 \
+  SECKILL_SERVER__PORT=$SERVER_PORT SECKILL_SERVER__HOST=127.0.0.1 \
   SECKILL_SECKILL__RATE_LIMIT__REQUESTS_PER_SECOND=100000000 \
   SECKILL_SECKILL__RATE_LIMIT__BURST_SIZE=100000000 \
   SECKILL_SECKILL__MAX_CONCURRENT_REQUESTS=10000 \
@@ -59,7 +71,7 @@ for r in $(seq "$ROUNDS"); do
 done
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 mb=$(median "${bare[@]}"); ms=$(median "${soldout[@]}"); mp=$(median "${sale[@]}")
-echo "median requests/s over $ROUNDS rounds of ${SECS}s, $CONNS connections:"
+echo "median requests/s over $ROUNDS rounds of ${SECS}s, $CONNS connections, inventory $BACKEND:"
 echo "  bare HTTP baseline     $mb"
 echo "  seckill, sold out      $ms   ratio $(awk "BEGIN{printf \"%.2f\", $ms/$mb}")"
 echo "  seckill, selling       $mp   ratio $(awk "BEGIN{printf \"%.2f\", $mp/$mb}")"

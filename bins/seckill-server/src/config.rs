@@ -511,10 +511,16 @@ impl Config {
         if self.server.port == self.server.grpc_port && self.server.port != 0 {
             p.push(("server.grpc_port", "must differ from server.port".into()));
         }
-        if self.inventory.backend != InventoryBackend::Memory {
+        if self.redis.pool_size == 0 || self.redis.pool_size > 256 {
+            p.push(("redis.pool_size", "must be between 1 and 256".into()));
+        }
+        if self.redis.command_timeout.is_zero() {
+            p.push(("redis.command_timeout", "must be longer than 0s".into()));
+        }
+        if self.redis.key_prefix.is_empty() || self.redis.key_prefix.contains(['{', '}']) {
             p.push((
-                "inventory.backend",
-                "only \"memory\" is available in this build".into(),
+                "redis.key_prefix",
+                "must be non-empty and free of braces".into(),
             ));
         }
         if self.mq.backend != MqBackend::Memory {
@@ -705,6 +711,26 @@ mod tests {
             )?;
             let err = load(&FileChoice::Default).unwrap_err();
             assert!(err.contains("burst"), "unknown keys are refused: {err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_redis_inventory_is_selectable_and_its_settings_validated() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SECKILL_INVENTORY__BACKEND", "redis");
+            jail.set_env("SECKILL_REDIS__KEY_PREFIX", "shop-a");
+            let c = load(&FileChoice::Default).map_err(|e| e.to_string())?;
+            assert_eq!(c.inventory.backend, InventoryBackend::Redis);
+            let (settings, options) = c.redis_settings();
+            assert_eq!(
+                (settings.host.as_str(), settings.port, settings.pool_size),
+                ("localhost", 6379, 20)
+            );
+            assert_eq!(options.key_prefix, "shop-a");
+            jail.set_env("SECKILL_REDIS__POOL_SIZE", "0");
+            let err = load(&FileChoice::Default).unwrap_err();
+            assert!(err.contains("redis.pool_size"), "{err}");
             Ok(())
         });
     }
