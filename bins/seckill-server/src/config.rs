@@ -93,6 +93,9 @@ pub struct RedisConfig {
     /// How long an activity's keys are kept after its end.
     #[serde(with = "humantime_serde")]
     pub key_grace: Duration,
+    /// How long a sold-out product is answered locally (0s disables it).
+    #[serde(with = "humantime_serde")]
+    pub sold_out_cache: Duration,
 }
 
 impl Default for RedisConfig {
@@ -108,6 +111,7 @@ impl Default for RedisConfig {
             command_timeout: Duration::from_secs(1),
             reclaim_after: Duration::from_secs(30),
             key_grace: Duration::from_secs(24 * 3600),
+            sold_out_cache: Duration::from_millis(500),
         }
     }
 }
@@ -560,6 +564,7 @@ impl Config {
                 key_prefix: r.key_prefix.clone(),
                 reclaim_after: r.reclaim_after,
                 key_grace: r.key_grace,
+                sold_out_cache: r.sold_out_cache,
                 ..seckill_inventory::RedisInventoryOptions::default()
             },
         )

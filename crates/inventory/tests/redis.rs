@@ -190,3 +190,95 @@ async fn cleanup_lock(name: &str) {
         .await
         .unwrap();
 }
+
+/// A sold-out product is answered from the process's copy of its buyers, with the script's
+/// answers; an item returned by another process's cancel sells again once the copy expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sold_out_answers_are_local_and_exact_and_expire() {
+    let prefix = unique("inv");
+    let connect = |cache: Duration| {
+        let prefix = prefix.clone();
+        async move {
+            RedisInventory::connect(
+                &RedisSettings::default(),
+                RedisInventoryOptions {
+                    key_prefix: prefix,
+                    sold_out_cache: cache,
+                    ..RedisInventoryOptions::default()
+                },
+            )
+            .await
+            .expect(NEED_REDIS)
+        }
+    };
+    let a = connect(Duration::from_millis(200)).await;
+    let b = connect(Duration::ZERO).await;
+    let now = Utc::now();
+    a.prewarm(
+        &Activity {
+            product_id: 7002,
+            product_name: "cache".into(),
+            price_cents: 1,
+            stock: 2,
+            start_time: now - Span::minutes(1),
+            end_time: now + Span::hours(1),
+            status: ActivityStatus::Active,
+            per_user_limit: 1,
+        },
+        false,
+    )
+    .await
+    .unwrap();
+    let buy = |user_id| PurchaseRequest {
+        product_id: 7002,
+        user_id,
+        quantity: 1,
+        idempotency_key: None,
+    };
+    let PurchaseOutcome::Success { order_id, .. } = a.purchase(&buy(1)).await.unwrap() else {
+        panic!("first sale")
+    };
+    assert!(a.purchase(&buy(2)).await.unwrap().is_success());
+    // Sold out: this answer fills the copy.
+    assert_eq!(
+        a.purchase(&buy(3)).await.unwrap(),
+        PurchaseOutcome::SoldOut { remaining_stock: 0 }
+    );
+    // From the copy: the order of checks is the script's.
+    assert_eq!(
+        a.purchase(&buy(1)).await.unwrap(),
+        PurchaseOutcome::AlreadyBought
+    );
+    assert_eq!(
+        a.purchase(&PurchaseRequest {
+            quantity: 2,
+            ..buy(4)
+        })
+        .await
+        .unwrap(),
+        PurchaseOutcome::InvalidQuantity { max: 1 }
+    );
+    // Another process cancels: the item is back in Redis.
+    assert!(matches!(
+        b.cancel(order_id).await.unwrap(),
+        seckill_inventory::CancelOutcome::Cancelled { .. }
+    ));
+    assert!(!b.has_purchased(7002, 1).await.unwrap());
+    // Within the copy's lifetime this process may still say sold out; after it, the item sells.
+    let started = tokio::time::Instant::now();
+    loop {
+        match a.purchase(&buy(5)).await.unwrap() {
+            PurchaseOutcome::Success { .. } => break,
+            PurchaseOutcome::SoldOut { .. } => {}
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "the returned item never sold on the caching process"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let st = b.stats(7002).await.unwrap().unwrap();
+    assert_eq!((st.remaining_stock, st.buyers, st.cancelled), (0, 2, 1));
+    a.purge().await.unwrap();
+}

@@ -78,6 +78,12 @@ pub struct RedisInventoryOptions {
     pub key_grace: Duration,
     /// How often an idle relay polls the outboxes.
     pub poll_interval: Duration,
+    /// How long this process answers purchases of a sold-out product from its own copy of the
+    /// product's buyers, without a Redis round trip (`Duration::ZERO` disables it). Answers stay
+    /// exact — "already bought" for a buyer, "sold out" for anyone else, in the script's order of
+    /// checks — except that an item returned by a cancel on another process becomes visible here
+    /// up to this long later.
+    pub sold_out_cache: Duration,
 }
 
 impl Default for RedisInventoryOptions {
@@ -87,6 +93,7 @@ impl Default for RedisInventoryOptions {
             reclaim_after: Duration::from_secs(30),
             key_grace: Duration::from_secs(24 * 3600),
             poll_interval: Duration::from_millis(10),
+            sold_out_cache: Duration::from_millis(500),
         }
     }
 }
@@ -101,6 +108,16 @@ struct ProductKeys {
     outbox: Key,
 }
 
+/// A sold-out product, as last read from Redis.
+struct SoldOut {
+    until: Instant,
+    status: ActivityStatus,
+    start_ms: i64,
+    end_ms: i64,
+    limit: u32,
+    buyers: std::collections::HashSet<u64>,
+}
+
 /// Stock, buyers and the sales outbox on Redis. Several processes may share one Redis: every
 /// operation is one atomic script, so the guarantees of [`Inventory`] hold across them.
 pub struct RedisInventory {
@@ -110,6 +127,8 @@ pub struct RedisInventory {
     keys: RwLock<HashMap<u64, Arc<ProductKeys>>>,
     consumer: String,
     known: Mutex<(Option<Instant>, Vec<u64>)>,
+    sold_out: RwLock<HashMap<u64, Arc<SoldOut>>>,
+    refreshing: Mutex<std::collections::HashSet<u64>>,
 }
 
 impl std::fmt::Debug for RedisInventory {
@@ -163,6 +182,8 @@ impl RedisInventory {
             keys: RwLock::new(HashMap::new()),
             consumer: format!("relay-{:016x}", rand::random::<u64>()),
             known: Mutex::new((None, Vec::new())),
+            sold_out: RwLock::new(HashMap::new()),
+            refreshing: Mutex::new(std::collections::HashSet::new()),
         })
     }
 
@@ -265,6 +286,81 @@ impl RedisInventory {
         let ids: Vec<u64> = members.iter().filter_map(|m| m.parse().ok()).collect();
         *self.known.lock() = (Some(Instant::now()), ids.clone());
         Ok(ids)
+    }
+
+    /// Answers a purchase of a product known to be sold out, in the script's order of checks;
+    /// `None` when Redis must answer (unknown, expired, or an idempotent replay).
+    fn sold_out_answer(&self, req: &PurchaseRequest) -> Option<PurchaseOutcome> {
+        let so = self.sold_out.read().get(&req.product_id).cloned()?;
+        if Instant::now() >= so.until {
+            return None;
+        }
+        if so.status != ActivityStatus::Active {
+            return Some(PurchaseOutcome::Inactive);
+        }
+        let now = Utc::now().timestamp_millis();
+        if now < so.start_ms || now >= so.end_ms {
+            return None;
+        }
+        if req.quantity == 0 || req.quantity > so.limit {
+            return Some(PurchaseOutcome::InvalidQuantity { max: so.limit });
+        }
+        if so.buyers.contains(&req.user_id) {
+            // A retry with an idempotency key wants its first answer, which only Redis has.
+            return req
+                .idempotency_key
+                .is_none()
+                .then_some(PurchaseOutcome::AlreadyBought);
+        }
+        Some(PurchaseOutcome::SoldOut { remaining_stock: 0 })
+    }
+
+    /// Reads the sold-out product's activity and buyers, once at a time per product.
+    async fn remember_sold_out(&self, product_id: u64) -> Result<(), InventoryError> {
+        if !self.refreshing.lock().insert(product_id) {
+            return Ok(());
+        }
+        let result = async {
+            let k = self.keys(product_id);
+            // Stock first: once it reads zero, no buyer can join until a cancel returns an item,
+            // so the buyers read afterwards include everyone who bought.
+            let stock: Option<i64> = self
+                .client
+                .next()
+                .hget(k.activity.clone(), "stock")
+                .await
+                .map_err(backend)?;
+            if stock != Some(0) {
+                return Ok(());
+            }
+            let (activity, buyers): (Option<Activity>, Vec<String>) =
+                tokio::try_join!(self.activity(product_id), async {
+                    self.client
+                        .next()
+                        .hkeys(k.buyers.clone())
+                        .await
+                        .map_err(backend)
+                })?;
+            if let Some(a) = activity {
+                let entry = SoldOut {
+                    until: Instant::now() + self.options.sold_out_cache,
+                    status: a.status,
+                    start_ms: a.start_ms(),
+                    end_ms: a.end_ms(),
+                    limit: a.per_user_limit,
+                    buyers: buyers.iter().filter_map(|b| b.parse().ok()).collect(),
+                };
+                self.sold_out.write().insert(product_id, Arc::new(entry));
+            }
+            Ok(())
+        }
+        .await;
+        self.refreshing.lock().remove(&product_id);
+        result
+    }
+
+    fn forget_sold_out(&self, product_id: u64) {
+        self.sold_out.write().remove(&product_id);
     }
 
     fn fingerprint(a: &Activity) -> String {
@@ -377,6 +473,7 @@ impl Inventory for RedisInventory {
             }
         };
         if !matches!(outcome, PrewarmOutcome::SaleStarted) {
+            self.forget_sold_out(activity.product_id);
             self.client
                 .next()
                 .sadd::<(), _, _>(self.products_key.clone(), activity.product_id.to_string())
@@ -388,6 +485,11 @@ impl Inventory for RedisInventory {
     }
 
     async fn purchase(&self, request: &PurchaseRequest) -> Result<PurchaseOutcome, InventoryError> {
+        if !self.options.sold_out_cache.is_zero() {
+            if let Some(answer) = self.sold_out_answer(request) {
+                return Ok(answer);
+            }
+        }
         let k = self.keys(request.product_id);
         let reply: Vec<i64> = self
             .client
@@ -419,9 +521,14 @@ impl Inventory for RedisInventory {
                 remaining_stock: arg(2).unwrap_or(0),
             },
             Some(-1) => PurchaseOutcome::UnknownProduct,
-            Some(-2) => PurchaseOutcome::SoldOut {
-                remaining_stock: arg(1).unwrap_or(0),
-            },
+            Some(-2) => {
+                let remaining_stock = arg(1).unwrap_or(0);
+                if remaining_stock == 0 && !self.options.sold_out_cache.is_zero() {
+                    // The cache is an optimisation: failing to fill it changes no answer.
+                    let _ = self.remember_sold_out(request.product_id).await;
+                }
+                PurchaseOutcome::SoldOut { remaining_stock }
+            }
             Some(-3) => PurchaseOutcome::AlreadyBought,
             Some(-4) => PurchaseOutcome::Inactive,
             Some(-5) => PurchaseOutcome::NotStarted,
@@ -510,6 +617,7 @@ impl Inventory for RedisInventory {
     }
 
     async fn cancel(&self, order_id: OrderId) -> Result<CancelOutcome, InventoryError> {
+        self.forget_sold_out(order_id.product_id);
         let k = self.keys(order_id.product_id);
         let reply: Vec<i64> = self
             .client
