@@ -14,6 +14,7 @@
 //! with the slow-call strategy, one slow probe) opens it again.
 
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -553,6 +554,74 @@ impl<C: Clock> fmt::Debug for CallPermit<'_, C> {
     }
 }
 
+impl<C: Clock> CircuitBreaker<C> {
+    /// Like [`try_acquire`](Self::try_acquire), but the permit owns a
+    /// reference to the breaker, so it can travel into a `'static` future
+    /// (a tower service's response future, a spawned task).
+    pub fn try_acquire_owned(self: &Arc<Self>) -> Result<OwnedCallPermit<C>, BreakerOpen> {
+        let mut permit = self.try_acquire()?;
+        // The borrowed permit hands its report over to the owned one.
+        permit.done = true;
+        Ok(OwnedCallPermit {
+            breaker: Arc::clone(self),
+            word: permit.word,
+            start: permit.start,
+            done: false,
+        })
+    }
+}
+
+/// A [`CallPermit`] holding an `Arc` of its breaker; see
+/// [`CircuitBreaker::try_acquire_owned`]. Dropping it unreported counts as
+/// [`CallOutcome::Ignored`].
+#[must_use = "report the call's outcome, or drop the permit to ignore it"]
+pub struct OwnedCallPermit<C: Clock = SystemClock> {
+    breaker: Arc<CircuitBreaker<C>>,
+    word: u64,
+    start: u64,
+    done: bool,
+}
+
+impl<C: Clock> OwnedCallPermit<C> {
+    /// The call succeeded.
+    pub fn success(self) {
+        self.record(CallOutcome::Success);
+    }
+
+    /// The call failed.
+    pub fn failure(self) {
+        self.record(CallOutcome::Failure);
+    }
+
+    /// Reports `outcome`.
+    pub fn record(mut self, outcome: CallOutcome) {
+        self.done = true;
+        self.breaker.record(self.word, self.start, outcome);
+    }
+
+    /// Whether this permit is a half-open probe.
+    pub fn is_probe(&self) -> bool {
+        self.word & STATE_MASK == HALF_OPEN
+    }
+}
+
+impl<C: Clock> Drop for OwnedCallPermit<C> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.breaker
+                .record(self.word, self.start, CallOutcome::Ignored);
+        }
+    }
+}
+
+impl<C: Clock> fmt::Debug for OwnedCallPermit<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OwnedCallPermit")
+            .field("probe", &self.is_probe())
+            .finish_non_exhaustive()
+    }
+}
+
 /// Rolling call counters: 10 sub-buckets over the window.
 #[derive(Debug)]
 struct Rolling {
@@ -881,5 +950,30 @@ mod tests {
         assert_eq!(b.state(), BreakerState::Closed);
         p2.failure(); // from the half-open era: ignored
         assert_eq!(b.state(), BreakerState::Closed);
+    }
+
+    #[test]
+    fn owned_permits_report_like_borrowed_ones() {
+        let clock = ManualClock::new();
+        let b = Arc::new(CircuitBreaker::with_clock(
+            BreakerConfig {
+                failure_threshold: 2,
+                ..BreakerConfig::default()
+            },
+            clock.clone(),
+        ));
+        let p = b.try_acquire_owned().unwrap();
+        assert!(!p.is_probe());
+        p.failure();
+        drop(b.try_acquire_owned().unwrap()); // ignored: the run continues
+        let p = std::thread::spawn({
+            let b = Arc::clone(&b);
+            move || b.try_acquire_owned().unwrap()
+        })
+        .join()
+        .unwrap();
+        p.record(CallOutcome::Failure);
+        assert_eq!(b.state(), BreakerState::Open);
+        assert!(b.try_acquire_owned().is_err());
     }
 }

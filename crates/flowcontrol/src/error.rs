@@ -27,4 +27,12 @@ pub enum Error {
         /// The allowed range, for humans.
         expected: &'static str,
     },
+    /// A parameter was invalid for another reason.
+    #[error("`{name}` {reason}")]
+    Invalid {
+        /// The parameter's name.
+        name: &'static str,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
 }

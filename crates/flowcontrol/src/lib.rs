@@ -1,12 +1,19 @@
 //! Flow control for hot services: rate limiters, a circuit breaker, a
 //! request queue and a degradation switch.
 //!
-//! Everything here is in-process and dependency-light (no HTTP, Redis or
-//! server code): services import the pieces they need. The limiters are
-//! lock-free and allocation-free on the single-key path, reject with a
-//! value ([`RateLimited`]) rather than an error, and read time through a
+//! The core is in-process and dependency-light (no HTTP, Redis or server
+//! code): services import the pieces they need. The limiters are lock-free
+//! and allocation-free on the single-key path, reject with a value
+//! ([`RateLimited`]) rather than an error, and read time through a
 //! [`Clock`] so tests can drive them deterministically with a
 //! [`ManualClock`].
+//!
+//! # Features
+//! - `tower`: module `tower`, tower layers and services for every primitive, sharing one
+//!   state across clones (off by default).
+//! - `redis`: module `redis`, `RedisLimiter`: one limit for every server
+//!   instance through Redis, falling back to a local share of the rate when Redis is
+//!   unreachable (off by default).
 //!
 //! # Layout
 //! - [`clock`]: [`Clock`], [`SystemClock`], [`ManualClock`].
@@ -20,6 +27,10 @@
 //! - [`degrade`]: [`Degradation`], a load switch with hysteresis and override.
 //! - [`cpu`]: [`CpuLoad`], container-aware CPU utilisation.
 //! - [`error`]: [`Error`] for invalid configuration.
+//! - `tower` (feature `tower`): `RateLimitLayer`, `KeyedRateLimitLayer`, `BreakerLayer`,
+//!   `QueueLayer`, `DegradeLayer` and their rejection errors, one module each.
+//! - `redis` (feature `redis`): `RedisLimiter`, its config and `RedisLimitError`; the
+//!   scripts are `lua/gcra.lua` and `lua/heartbeat.lua`.
 //!
 //! # Example
 //! ```
@@ -50,11 +61,16 @@ pub mod error;
 pub mod keyed;
 pub mod limiter;
 pub mod queue;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod token_bucket;
+#[cfg(feature = "tower")]
+pub mod tower;
 pub mod window;
 
 pub use breaker::{
     BreakerConfig, BreakerOpen, BreakerState, CallOutcome, CallPermit, CircuitBreaker,
+    OwnedCallPermit,
 };
 pub use chain::{ChainLevel, ChainRejected, KeyedLevel, check_chain};
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -64,6 +80,8 @@ pub use error::Error;
 pub use keyed::KeyedLimiter;
 pub use limiter::{Quota, RateLimited, RateLimiter};
 pub use queue::{QueuePermit, QueueRejected, RequestQueue};
+#[cfg(feature = "redis")]
+pub use redis::{RedisLimitError, RedisLimiter, RedisLimiterConfig};
 pub use token_bucket::TokenBucket;
 pub use window::{FixedWindow, SlidingWindow};
 

@@ -1,0 +1,360 @@
+//! Every flow-control rejection of the purchase route not covered by `errors.rs`, through the
+//! real HTTP server: its status, its envelope code, the system-stats counter and the
+//! `seckill_purchase_requests_total{outcome}` metric it increments.
+
+mod common;
+
+use std::collections::HashMap;
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use common::{Server, activity, settings};
+use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
+use seckill_api::{Components, DegradationSettings, LimitAlgorithm, RateLimitSettings, Settings};
+use seckill_inventory::{
+    Activity, CancelOutcome, Inventory, InventoryError, InventoryStats, MemoryInventory, OrderId,
+    OutboxEntry, PrewarmOutcome, PurchaseOutcome, PurchaseRequest,
+};
+use serde_json::{Value, json};
+
+const BUSY: &str = "系统繁忙，请稍后重试";
+
+fn code(body: &Value) -> i64 {
+    body["code"].as_i64().unwrap_or(-1)
+}
+
+/// A recorder keeping counters by `name{label=value,…}`. Installed as the thread's local
+/// recorder while the server starts, so the server's counter handles (taken once, in
+/// `Stats::default`) report here and nowhere else: tests running in parallel do not mix.
+#[derive(Default)]
+struct Counters(parking_lot::Mutex<HashMap<String, Arc<AtomicU64>>>);
+
+impl Counters {
+    fn get(&self, outcome: &str) -> u64 {
+        let id = format!("seckill_purchase_requests_total{{outcome={outcome}}}");
+        self.0
+            .lock()
+            .get(&id)
+            .map_or(0, |c| c.load(Ordering::SeqCst))
+    }
+}
+
+impl Recorder for Counters {
+    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+
+    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+        let labels: Vec<String> = key
+            .labels()
+            .map(|l| format!("{}={}", l.key(), l.value()))
+            .collect();
+        let id = format!("{}{{{}}}", key.name(), labels.join(","));
+        Counter::from_arc(self.0.lock().entry(id).or_default().clone())
+    }
+
+    fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+        Gauge::noop()
+    }
+
+    fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+        Histogram::noop()
+    }
+}
+
+/// Starts the server with its metrics going to a fresh [`Counters`].
+async fn start(settings: Settings, components: Components) -> (Server, Arc<Counters>) {
+    let counters = Arc::new(Counters::default());
+    let server = {
+        let _local = metrics::set_default_local_recorder(&*counters);
+        Server::start(settings, components).await
+    };
+    (server, counters)
+}
+
+/// `data.requests[outcome=…].count` of `GET /api/v1/system/stats`.
+async fn stats_count(s: &Server, outcome: &str) -> u64 {
+    let (status, v) = s.get("/api/v1/system/stats").await;
+    assert_eq!(status, 200, "{v}");
+    v["data"]["requests"]
+        .as_array()
+        .expect("requests")
+        .iter()
+        .find(|r| r["outcome"] == outcome)
+        .unwrap_or_else(|| panic!("no outcome {outcome}: {v}"))["count"]
+        .as_u64()
+        .unwrap()
+}
+
+/// Asserts the stats counter and the metric of `outcome` both read `n`.
+async fn assert_counted(s: &Server, counters: &Counters, outcome: &str, n: u64) {
+    assert_eq!(stats_count(s, outcome).await, n, "system stats, {outcome}");
+    assert_eq!(counters.get(outcome), n, "metric, {outcome}");
+}
+
+fn limit(rate: u32, burst: u32) -> Option<RateLimitSettings> {
+    Some(RateLimitSettings {
+        algorithm: LimitAlgorithm::TokenBucket,
+        requests_per_second: NonZeroU32::new(rate).unwrap(),
+        burst_size: NonZeroU32::new(burst).unwrap(),
+    })
+}
+
+/// POSTs a purchase; returns status, `Retry-After` and body.
+async fn purchase(s: &Server, product_id: u64, user_id: u64) -> (u16, Option<String>, Value) {
+    let r = s
+        .client
+        .post(s.url("/api/v1/seckill/purchase"))
+        .json(&json!({"product_id": product_id, "user_id": user_id, "quantity": 1}))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let retry = r
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (status, retry, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_per_user_limit_answers_429() {
+    // 1 request/s, burst 2, per user; nothing else limits.
+    let (s, counters) = start(
+        Settings {
+            per_user_limit: limit(1, 2),
+            ..settings()
+        },
+        Components::embedded(),
+    )
+    .await;
+    assert_eq!(s.prewarm(activity(3001, 10)).await.0, 200);
+    assert_eq!(s.prewarm(activity(3002, 10)).await.0, 200);
+    assert_eq!(purchase(&s, 3001, 7).await.0, 200);
+    assert_eq!(purchase(&s, 3002, 7).await.0, 200);
+    let (status, retry, v) = purchase(&s, 3001, 7).await;
+    assert_eq!((status, code(&v)), (429, 42901), "{v}");
+    assert_eq!(v["message"], "rate limited");
+    assert_eq!(retry.as_deref(), Some("1"));
+    // Other users are not affected.
+    assert_eq!(purchase(&s, 3001, 8).await.0, 200);
+    assert_counted(&s, &counters, "rate_limited", 1).await;
+    assert_counted(&s, &counters, "success", 3).await;
+    let st = s.stats(3001).await;
+    assert_eq!(
+        (st["remaining_stock"].clone(), st["buyers"].clone()),
+        (json!(8), json!(2))
+    );
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_per_ip_limit_answers_429() {
+    // Every request of this test comes from 127.0.0.1: burst 3 per IP.
+    let (s, counters) = start(
+        Settings {
+            per_ip_limit: limit(1, 3),
+            ..settings()
+        },
+        Components::embedded(),
+    )
+    .await;
+    assert_eq!(s.prewarm(activity(3003, 10)).await.0, 200);
+    for user in 1..=3 {
+        assert_eq!(purchase(&s, 3003, user).await.0, 200, "user {user}");
+    }
+    // A fourth user, same address.
+    let (status, retry, v) = purchase(&s, 3003, 4).await;
+    assert_eq!((status, code(&v)), (429, 42901), "{v}");
+    assert_eq!(retry.as_deref(), Some("1"));
+    let (status, _, v) = purchase(&s, 3003, 5).await;
+    assert_eq!((status, code(&v)), (429, 42901), "{v}");
+    assert_counted(&s, &counters, "rate_limited", 2).await;
+    assert_counted(&s, &counters, "success", 3).await;
+    assert_eq!(s.stats(3003).await["remaining_stock"], 7);
+    s.shutdown().await;
+}
+
+/// An in-process inventory whose purchases wait for a gate while `gated` is set.
+struct Gated {
+    inner: MemoryInventory,
+    gate: tokio::sync::Semaphore,
+    gated: AtomicBool,
+}
+
+impl Gated {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            inner: MemoryInventory::new(),
+            gate: tokio::sync::Semaphore::new(0),
+            gated: AtomicBool::new(false),
+        })
+    }
+}
+
+#[async_trait]
+impl Inventory for Gated {
+    async fn prewarm(&self, a: &Activity, force: bool) -> Result<PrewarmOutcome, InventoryError> {
+        self.inner.prewarm(a, force).await
+    }
+    async fn purchase(&self, r: &PurchaseRequest) -> Result<PurchaseOutcome, InventoryError> {
+        if self.gated.load(Ordering::SeqCst) {
+            self.gate.acquire().await.unwrap().forget();
+        }
+        self.inner.purchase(r).await
+    }
+    async fn activity(&self, p: u64) -> Result<Option<Activity>, InventoryError> {
+        self.inner.activity(p).await
+    }
+    async fn stats(&self, p: u64) -> Result<Option<InventoryStats>, InventoryError> {
+        self.inner.stats(p).await
+    }
+    async fn has_purchased(&self, p: u64, u: u64) -> Result<bool, InventoryError> {
+        self.inner.has_purchased(p, u).await
+    }
+    async fn cancel(&self, o: OrderId) -> Result<CancelOutcome, InventoryError> {
+        self.inner.cancel(o).await
+    }
+    async fn outbox_read(&self, m: usize, b: Duration) -> Result<Vec<OutboxEntry>, InventoryError> {
+        self.inner.outbox_read(m, b).await
+    }
+    async fn outbox_ack(&self, ids: &[String]) -> Result<(), InventoryError> {
+        self.inner.outbox_ack(ids).await
+    }
+    async fn outbox_len(&self) -> Result<u64, InventoryError> {
+        self.inner.outbox_len().await
+    }
+    async fn ping(&self) -> Result<(), InventoryError> {
+        Ok(())
+    }
+}
+
+fn with(inv: Arc<Gated>) -> Components {
+    Components {
+        inventory: inv,
+        ..Components::embedded()
+    }
+}
+
+/// Spawns a purchase that will be held by the gate.
+fn spawn_purchase(
+    s: &Arc<Server>,
+    product_id: u64,
+    user_id: u64,
+) -> tokio::task::JoinHandle<(u16, Option<String>, Value)> {
+    let s = s.clone();
+    tokio::spawn(async move { purchase(&s, product_id, user_id).await })
+}
+
+/// Lets the server take requests until `in_flight + waiting` in the queue reaches `n`.
+async fn until_queued(s: &Server, n: usize) {
+    let queue = s.app_state.flow().queue().clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while queue.in_flight() + queue.waiting() < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the queue never held {n} requests"
+        );
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_degrades_automatically_and_recovers() {
+    // Capacity 1 slot + 3 in line = 4; degraded from a load of 0.5 (2 held requests) until it
+    // falls below 0.4 (hysteresis 0.1).
+    let inv = Gated::new();
+    let (s, counters) = start(
+        Settings {
+            max_concurrent_requests: NonZeroUsize::new(1).unwrap(),
+            queue_size: 3,
+            queue_timeout: Duration::from_secs(30),
+            degradation: DegradationSettings {
+                enable: true,
+                threshold: 0.5,
+                ..settings().degradation
+            },
+            ..settings()
+        },
+        with(inv.clone()),
+    )
+    .await;
+    let s = Arc::new(s);
+    assert_eq!(s.prewarm(activity(3004, 10)).await.0, 200);
+    inv.gated.store(true, Ordering::SeqCst);
+    let holder = spawn_purchase(&s, 3004, 1);
+    let waiter = spawn_purchase(&s, 3004, 2);
+    until_queued(&s, 2).await;
+
+    let (status, retry, v) = purchase(&s, 3004, 3).await;
+    assert_eq!((status, code(&v)), (503, 50301), "{v}");
+    assert_eq!(v["message"], BUSY);
+    assert_eq!(retry.as_deref(), Some("1"));
+    let (_, sys) = s.get("/api/v1/system/stats").await;
+    assert_eq!(sys["data"]["degraded"], true, "{sys}");
+    assert_eq!(sys["data"]["degradation_mode"], "auto");
+    assert_counted(&s, &counters, "degraded", 1).await;
+
+    // Releasing the held requests brings the load to 0: the next request is served.
+    inv.gated.store(false, Ordering::SeqCst);
+    inv.gate.add_permits(2);
+    assert_eq!(holder.await.unwrap().0, 200);
+    assert_eq!(waiter.await.unwrap().0, 200);
+    assert_eq!(purchase(&s, 3004, 3).await.0, 200);
+    let (_, sys) = s.get("/api/v1/system/stats").await;
+    assert_eq!(sys["data"]["degraded"], false, "{sys}");
+    assert_counted(&s, &counters, "degraded", 1).await;
+    assert_counted(&s, &counters, "success", 3).await;
+    Arc::into_inner(s).unwrap().shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_wait_timeout_answers_503() {
+    // One slot, one place in line, 50 ms wait. The holder keeps the slot until after the
+    // waiter's answer has arrived, so the timeout is the only possible outcome.
+    let inv = Gated::new();
+    let (s, counters) = start(
+        Settings {
+            max_concurrent_requests: NonZeroUsize::new(1).unwrap(),
+            queue_size: 1,
+            queue_timeout: Duration::from_millis(50),
+            degradation: DegradationSettings {
+                enable: false,
+                ..settings().degradation
+            },
+            ..settings()
+        },
+        with(inv.clone()),
+    )
+    .await;
+    let s = Arc::new(s);
+    assert_eq!(s.prewarm(activity(3005, 10)).await.0, 200);
+    inv.gated.store(true, Ordering::SeqCst);
+    let holder = spawn_purchase(&s, 3005, 1);
+    until_queued(&s, 1).await;
+
+    let (status, retry, v) = purchase(&s, 3005, 2).await;
+    assert_eq!((status, code(&v)), (503, 50302), "{v}");
+    assert_eq!(v["message"], BUSY);
+    assert_eq!(retry.as_deref(), Some("1"));
+    assert_eq!(
+        s.app_state.flow().queue().waiting(),
+        0,
+        "the waiter left the line"
+    );
+    assert_counted(&s, &counters, "queue_full", 1).await;
+
+    inv.gate.add_permits(1);
+    assert_eq!(holder.await.unwrap().0, 200);
+    let st = s.stats(3005).await;
+    assert_eq!(
+        (st["remaining_stock"].clone(), st["buyers"].clone()),
+        (json!(9), json!(1))
+    );
+    assert_counted(&s, &counters, "queue_full", 1).await;
+    assert_counted(&s, &counters, "success", 1).await;
+    Arc::into_inner(s).unwrap().shutdown().await;
+}
