@@ -7,17 +7,13 @@ mod common;
 use std::collections::HashMap;
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use async_trait::async_trait;
+use common::faulty::{Faulty, with};
 use common::{Server, activity, settings};
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
 use seckill_api::{Components, DegradationSettings, LimitAlgorithm, RateLimitSettings, Settings};
-use seckill_inventory::{
-    Activity, CancelOutcome, Inventory, InventoryError, InventoryStats, MemoryInventory, OrderId,
-    OutboxEntry, PrewarmOutcome, PurchaseOutcome, PurchaseRequest,
-};
 use serde_json::{Value, json};
 
 const BUSY: &str = "系统繁忙，请稍后重试";
@@ -178,67 +174,6 @@ async fn the_per_ip_limit_answers_429() {
     s.shutdown().await;
 }
 
-/// An in-process inventory whose purchases wait for a gate while `gated` is set.
-struct Gated {
-    inner: MemoryInventory,
-    gate: tokio::sync::Semaphore,
-    gated: AtomicBool,
-}
-
-impl Gated {
-    fn new() -> Arc<Self> {
-        Arc::new(Self {
-            inner: MemoryInventory::new(),
-            gate: tokio::sync::Semaphore::new(0),
-            gated: AtomicBool::new(false),
-        })
-    }
-}
-
-#[async_trait]
-impl Inventory for Gated {
-    async fn prewarm(&self, a: &Activity, force: bool) -> Result<PrewarmOutcome, InventoryError> {
-        self.inner.prewarm(a, force).await
-    }
-    async fn purchase(&self, r: &PurchaseRequest) -> Result<PurchaseOutcome, InventoryError> {
-        if self.gated.load(Ordering::SeqCst) {
-            self.gate.acquire().await.unwrap().forget();
-        }
-        self.inner.purchase(r).await
-    }
-    async fn activity(&self, p: u64) -> Result<Option<Activity>, InventoryError> {
-        self.inner.activity(p).await
-    }
-    async fn stats(&self, p: u64) -> Result<Option<InventoryStats>, InventoryError> {
-        self.inner.stats(p).await
-    }
-    async fn has_purchased(&self, p: u64, u: u64) -> Result<bool, InventoryError> {
-        self.inner.has_purchased(p, u).await
-    }
-    async fn cancel(&self, o: OrderId) -> Result<CancelOutcome, InventoryError> {
-        self.inner.cancel(o).await
-    }
-    async fn outbox_read(&self, m: usize, b: Duration) -> Result<Vec<OutboxEntry>, InventoryError> {
-        self.inner.outbox_read(m, b).await
-    }
-    async fn outbox_ack(&self, ids: &[String]) -> Result<(), InventoryError> {
-        self.inner.outbox_ack(ids).await
-    }
-    async fn outbox_len(&self) -> Result<u64, InventoryError> {
-        self.inner.outbox_len().await
-    }
-    async fn ping(&self) -> Result<(), InventoryError> {
-        Ok(())
-    }
-}
-
-fn with(inv: Arc<Gated>) -> Components {
-    Components {
-        inventory: inv,
-        ..Components::embedded()
-    }
-}
-
 /// Spawns a purchase that will be held by the gate.
 fn spawn_purchase(
     s: &Arc<Server>,
@@ -266,7 +201,7 @@ async fn until_queued(s: &Server, n: usize) {
 async fn load_degrades_automatically_and_recovers() {
     // Capacity 1 slot + 3 in line = 4; degraded from a load of 0.5 (2 held requests) until it
     // falls below 0.4 (hysteresis 0.1).
-    let inv = Gated::new();
+    let inv = Faulty::new();
     let (s, counters) = start(
         Settings {
             max_concurrent_requests: NonZeroUsize::new(1).unwrap(),
@@ -315,7 +250,7 @@ async fn load_degrades_automatically_and_recovers() {
 async fn a_queue_wait_timeout_answers_503() {
     // One slot, one place in line, 50 ms wait. The holder keeps the slot until after the
     // waiter's answer has arrived, so the timeout is the only possible outcome.
-    let inv = Gated::new();
+    let inv = Faulty::new();
     let (s, counters) = start(
         Settings {
             max_concurrent_requests: NonZeroUsize::new(1).unwrap(),

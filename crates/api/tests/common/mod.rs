@@ -2,6 +2,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod faulty;
+
 use std::time::Duration;
 
 use seckill_api::{App, Components, Settings};
