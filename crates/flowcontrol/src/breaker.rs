@@ -203,6 +203,26 @@ type Listener = Box<dyn Fn(BreakerState, BreakerState) + Send + Sync>;
 /// clock only when the slow-call strategy is on. The ratio strategies add
 /// a small mutex around the rolling counters, taken once per recorded
 /// outcome.
+///
+/// # Example
+/// ```
+/// use std::time::Duration;
+/// use seckill_flowcontrol::{BreakerConfig, BreakerState, CircuitBreaker, ManualClock};
+///
+/// let clock = ManualClock::new();
+/// let config = BreakerConfig { failure_threshold: 2, ..BreakerConfig::default() };
+/// let breaker = CircuitBreaker::with_clock(config, clock.clone());
+/// breaker.try_acquire().unwrap().failure();
+/// breaker.try_acquire().unwrap().failure(); // two in a row: open
+/// assert_eq!(breaker.state(), BreakerState::Open);
+/// let open = breaker.try_acquire().unwrap_err();
+/// assert_eq!(open.retry_after, Duration::from_secs(60)); // the recovery timeout
+/// clock.advance(open.retry_after);
+/// let probe = breaker.try_acquire().unwrap(); // half-open: one probe call
+/// assert!(probe.is_probe());
+/// probe.success();
+/// assert_eq!(breaker.state(), BreakerState::Closed);
+/// ```
 pub struct CircuitBreaker<C: Clock = SystemClock> {
     word: AtomicU64,
     opened_at: AtomicU64,

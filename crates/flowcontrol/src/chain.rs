@@ -50,6 +50,27 @@ impl From<ChainRejected> for RateLimited {
 /// Takes `n` permits from every level, or from none: levels are checked in
 /// order and the first rejection is returned; no level keeps permits when
 /// a later one rejects. No allocation.
+///
+/// # Example
+/// ```
+/// use std::num::{NonZeroU32, NonZeroUsize};
+/// use std::time::Duration;
+/// use seckill_flowcontrol::{KeyedLimiter, ManualClock, Quota, RateLimiter, TokenBucket};
+/// use seckill_flowcontrol::check_chain;
+///
+/// let nz = |v| NonZeroU32::new(v).unwrap();
+/// let clock = ManualClock::new();
+/// let global = TokenBucket::with_clock(Quota::per_second(nz(100)), clock.clone());
+/// let max_keys = NonZeroUsize::new(1_000).unwrap();
+/// let per_user = KeyedLimiter::with_clock(Quota::per_second(nz(1)), max_keys, clock);
+/// assert!(check_chain(&[&global, &per_user.level(&7)], 1).is_ok());
+/// // User 7's bucket is now empty: level 1 refuses...
+/// let rejected = check_chain(&[&global, &per_user.level(&7)], 1).unwrap_err();
+/// assert_eq!((rejected.level, rejected.retry_after), (1, Duration::from_secs(1)));
+/// // ...and the global level kept nothing: 99 of its 100 permits are left.
+/// assert!(global.try_acquire(99).is_ok());
+/// assert!(global.try_acquire(1).is_err());
+/// ```
 pub fn check_chain(levels: &[&dyn ChainLevel], n: u32) -> Result<(), ChainRejected> {
     for (level, l) in levels.iter().enumerate() {
         l.peek(n).map_err(|e| ChainRejected {

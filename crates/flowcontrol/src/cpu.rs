@@ -45,6 +45,30 @@ enum Reader {
 /// A CPU load signal: CPU time used since the previous sample divided by
 /// the time elapsed times the effective CPU limit (`0.0` idle, `1.0` the
 /// whole limit in use; it can briefly exceed 1).
+///
+/// # Example
+/// A cgroup v2 container limited to one CPU, as files under a temporary
+/// root ([`CpuLoad::new`] reads the real `/`):
+/// ```
+/// use std::{fs, time::Duration};
+/// use seckill_flowcontrol::{CpuLoad, CpuSource, ManualClock};
+///
+/// let root = std::env::temp_dir().join(format!("cpuload-doc-{}", std::process::id()));
+/// let cgroup = root.join("sys/fs/cgroup");
+/// fs::create_dir_all(&cgroup)?;
+/// fs::write(cgroup.join("cgroup.controllers"), "cpu\n")?;
+/// fs::write(cgroup.join("cpu.max"), "100000 100000\n")?; // 1 CPU
+/// fs::write(cgroup.join("cpu.stat"), "usage_usec 0\n")?;
+/// let clock = ManualClock::new();
+/// let cpu = CpuLoad::with_root(&root, clock.clone());
+/// assert_eq!((cpu.source(), cpu.limit()), (CpuSource::CgroupV2, 1.0));
+/// // 0.5 s of CPU time in 1 s, against one CPU:
+/// fs::write(cgroup.join("cpu.stat"), "usage_usec 500000\n")?;
+/// clock.advance(Duration::from_secs(1));
+/// assert_eq!(cpu.sample(), Some(0.5));
+/// fs::remove_dir_all(&root)?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub struct CpuLoad<C: Clock = SystemClock> {
     reader: Reader,
     limit: f64,

@@ -16,6 +16,21 @@ const FORCED_ON: u8 = 2;
 /// It enters degradation when `load >= threshold` and leaves it when
 /// `load < threshold - hysteresis`, so a load hovering around the threshold
 /// does not flap. An operator can force it either way. Atomics only.
+///
+/// # Example
+/// ```
+/// use seckill_flowcontrol::Degradation;
+///
+/// let switch = Degradation::new(0.9, 0.2); // enter at 0.9, leave below 0.7
+/// assert!(!switch.evaluate(0.85));
+/// assert!(switch.evaluate(0.95));
+/// assert!(switch.evaluate(0.8)); // still degraded inside the band
+/// assert!(!switch.evaluate(0.6));
+/// switch.set_forced(Some(true)); // operator override
+/// assert!(switch.evaluate(0.0));
+/// switch.set_forced(None);
+/// assert!(!switch.is_degraded());
+/// ```
 pub struct Degradation {
     threshold: f64,
     exit_below: f64,

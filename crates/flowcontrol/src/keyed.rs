@@ -38,6 +38,25 @@ const MAX_SHARDS: usize = 64;
 /// long as an attacker keeps the shards full, whereas eviction only ever
 /// forgets the least-indebted keys — heavy users, whose TATs are largest,
 /// are evicted last.
+///
+/// # Example
+/// ```
+/// use std::num::{NonZeroU32, NonZeroUsize};
+/// use std::time::Duration;
+/// use seckill_flowcontrol::{KeyedLimiter, ManualClock, Quota};
+///
+/// let clock = ManualClock::new();
+/// let one_per_second = Quota::per_second(NonZeroU32::new(1).unwrap());
+/// let max_keys = NonZeroUsize::new(1_000).unwrap();
+/// let per_user = KeyedLimiter::with_clock(one_per_second, max_keys, clock.clone());
+/// assert!(per_user.try_acquire(&"alice", 1).is_ok());
+/// assert!(per_user.try_acquire(&"alice", 1).is_err()); // alice's bucket is empty
+/// assert!(per_user.try_acquire(&"bob", 1).is_ok()); // bob has his own
+/// assert_eq!(per_user.len(), 2);
+/// clock.advance(Duration::from_secs(1));
+/// per_user.retain_recent(); // both buckets are full again: forgetting them changes nothing
+/// assert!(per_user.is_empty());
+/// ```
 pub struct KeyedLimiter<K, C: Clock = SystemClock> {
     shards: Box<[Padded<K>]>,
     shard_mask: usize,

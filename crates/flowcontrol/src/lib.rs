@@ -6,7 +6,12 @@
 //! and allocation-free on the single-key path, reject with a value
 //! ([`RateLimited`]) rather than an error, and read time through a
 //! [`Clock`] so tests can drive them deterministically with a
-//! [`ManualClock`].
+//! [`ManualClock`]. The default [`SystemClock`] reads the CPU's time-stamp
+//! counter (through `quanta`) where it can, a few nanoseconds per reading.
+//!
+//! Each primitive's type documentation has a short runnable example; where
+//! time matters it is driven by a [`ManualClock`] (tokio's paused time for
+//! [`RequestQueue`]).
 //!
 //! # Features
 //! - `tower`: module `tower`, tower layers and services for every primitive, sharing one
@@ -16,7 +21,7 @@
 //!   unreachable (off by default).
 //!
 //! # Layout
-//! - [`clock`]: [`Clock`], [`SystemClock`], [`ManualClock`].
+//! - [`clock`]: [`Clock`], [`SystemClock`] (monotonic, TSC when usable), [`ManualClock`].
 //! - [`limiter`]: the [`RateLimiter`] trait, [`RateLimited`], [`Quota`].
 //! - [`token_bucket`]: [`TokenBucket`], GCRA in one atomic.
 //! - [`window`]: [`FixedWindow`] and [`SlidingWindow`] counters.

@@ -26,6 +26,29 @@ pub enum QueueRejected {
 ///
 /// Built on tokio's fair [`Semaphore`]. Waiting is cancellation-safe: a
 /// waiter whose future is dropped leaves the line at once.
+///
+/// # Example
+/// ```
+/// use std::num::NonZeroUsize;
+/// use std::time::Duration;
+/// use seckill_flowcontrol::{QueueRejected, RequestQueue};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// // One request in flight, one more waiting at most 100 ms (tokio time,
+/// // paused here, so the example does not really wait).
+/// let queue = RequestQueue::new(NonZeroUsize::new(1).unwrap(), 1, Duration::from_millis(100));
+/// let held = queue.acquire().await.unwrap();
+/// assert_eq!(queue.acquire().await.unwrap_err(), QueueRejected::Timeout);
+/// // A waiter gets the slot as soon as it is released.
+/// let (waited, ()) = tokio::join!(queue.acquire(), async move {
+///     tokio::time::sleep(Duration::from_millis(50)).await;
+///     drop(held);
+/// });
+/// assert!(waited.is_ok());
+/// assert_eq!(queue.in_flight(), 1);
+/// # }
+/// ```
 pub struct RequestQueue {
     semaphore: Arc<Semaphore>,
     waiting: AtomicUsize,

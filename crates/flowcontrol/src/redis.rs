@@ -191,6 +191,25 @@ impl RedisLimiterConfig {
 /// [module docs](self) for the design. Cheap to clone (clones share everything).
 ///
 /// Must be created inside a tokio runtime: the connections and the heartbeat run as tasks.
+///
+/// # Example
+/// ```no_run
+/// use std::num::NonZeroU32;
+/// use seckill_flowcontrol::{Quota, RedisLimitError, RedisLimiter, RedisLimiterConfig};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), RedisLimitError> {
+/// // 1,000 permits per second for "global", shared by every instance using this prefix.
+/// let quota = Quota::per_second(NonZeroU32::new(1_000).unwrap());
+/// let limiter = RedisLimiter::connect(RedisLimiterConfig::new("seckill:rl", quota)).await?;
+/// match limiter.try_acquire("global", 1).await {
+///     Ok(()) => { /* serve the request */ }
+///     Err(limited) => { /* 429, Retry-After: limited.retry_after */ }
+/// }
+/// limiter.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
 pub struct RedisLimiter<C: Clock + Clone = SystemClock> {
     inner: Arc<Inner<C>>,
 }

@@ -22,6 +22,25 @@ const MAX_TAT: u64 = LOCK - 1;
 ///
 /// A request for more than `burst` permits can never succeed and returns
 /// [`RateLimited::NEVER`] (`retry_after == Duration::MAX`).
+///
+/// # Example
+/// ```
+/// use std::num::NonZeroU32;
+/// use std::time::Duration;
+/// use seckill_flowcontrol::{ManualClock, Quota, RateLimited, RateLimiter, TokenBucket};
+///
+/// let clock = ManualClock::new();
+/// // 5 permits per second, burst 5: one permit every 200 ms.
+/// let quota = Quota::per_second(NonZeroU32::new(5).unwrap());
+/// let bucket = TokenBucket::with_clock(quota, clock.clone());
+/// assert!(bucket.try_acquire(5).is_ok()); // the whole burst at once
+/// let limited = bucket.try_acquire(1).unwrap_err();
+/// assert_eq!(limited.retry_after, Duration::from_millis(200));
+/// assert_eq!(bucket.try_acquire(6), Err(RateLimited::NEVER)); // more than the burst
+/// clock.advance(Duration::from_secs(1));
+/// assert!(bucket.try_acquire(5).is_ok()); // refilled, but never past the burst
+/// assert!(bucket.try_acquire(1).is_err());
+/// ```
 pub struct TokenBucket<C: Clock = SystemClock> {
     state: State,
     /// `rate << 32 | burst`, for [`TokenBucket::quota`] only.

@@ -34,6 +34,10 @@ fn config(prefix: &str, rate: u32, burst: u32) -> RedisLimiterConfig {
     RedisLimiterConfig::new(prefix, Quota::per_second(nz(rate)).with_burst(nz(burst)))
 }
 
+/// The two throughput tests measure rates on two shared cores: they run one at a time, so
+/// neither steals the other's driver time.
+static THROUGHPUT: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn connect(config: RedisLimiterConfig) -> RedisLimiter {
     RedisLimiter::connect(config).await.expect(NEED_REDIS)
 }
@@ -90,6 +94,7 @@ async fn drive(limiter: &RedisLimiter, key: &str, tasks: usize, n: u32, run: Dur
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_high_limit_rejects_nothing() {
+    let _serial = THROUGHPUT.lock().await;
     let prefix = unique_prefix("high");
     let limiter = connect(config(&prefix, 100_000, 100_000)).await;
     let run = drive(&limiter, "global", 8, 1, Duration::from_secs(1)).await;
@@ -111,8 +116,12 @@ async fn a_high_limit_rejects_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admits_the_rate_within_one_percent() {
+    let _serial = THROUGHPUT.lock().await;
     let prefix = unique_prefix("rate");
-    let (rate, burst) = (10_000u32, 100u32);
+    // A burst of 1,000 (100 ms at the rate) lets the limiter absorb the driver's scheduling
+    // stalls on a loaded machine; a smaller one loses capacity whenever the driver pauses longer
+    // than the burst lasts, which is the driver's fault, not the limiter's.
+    let (rate, burst) = (10_000u32, 1_000u32);
     let limiter = connect(config(&prefix, rate, burst)).await;
     // Five permits per call: a debug build on two shared cores manages 5–10k calls/s, so
     // this asks for 25–50k permits/s, well above the limit.

@@ -20,6 +20,24 @@ use crate::limiter::{RateLimited, RateLimiter, never};
 /// boundary: over any interval of length `t` it admits at most
 /// `limit · (ceil(t / window) + 1)`. Use [`SlidingWindow`](super::SlidingWindow)
 /// or [`TokenBucket`](crate::TokenBucket) where that matters.
+///
+/// # Example
+/// ```
+/// use std::num::NonZeroU32;
+/// use std::time::Duration;
+/// use seckill_flowcontrol::{FixedWindow, ManualClock, RateLimiter};
+///
+/// let clock = ManualClock::new();
+/// let three = NonZeroU32::new(3).unwrap();
+/// let window = FixedWindow::with_clock(three, Duration::from_secs(1), clock.clone());
+/// assert!(window.try_acquire(3).is_ok());
+/// clock.advance(Duration::from_millis(400));
+/// // Full until the window ends, 600 ms from now.
+/// let limited = window.try_acquire(1).unwrap_err();
+/// assert_eq!(limited.retry_after, Duration::from_millis(600));
+/// clock.advance(limited.retry_after);
+/// assert!(window.try_acquire(3).is_ok()); // a new window, a new count
+/// ```
 pub struct FixedWindow<C: Clock = SystemClock> {
     cell: Cell,
     packing: Packing,

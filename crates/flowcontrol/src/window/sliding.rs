@@ -26,6 +26,26 @@ use crate::limiter::{RateLimited, RateLimiter, never};
 /// exact under concurrency. Their sum is cached once per sub-bucket, so a
 /// check usually reads two atomics. No lock, no allocation after
 /// construction.
+///
+/// # Example
+/// ```
+/// use std::num::NonZeroU32;
+/// use std::time::Duration;
+/// use seckill_flowcontrol::{ManualClock, RateLimiter, SlidingWindow};
+///
+/// let nz = |v| NonZeroU32::new(v).unwrap();
+/// let clock = ManualClock::new();
+/// // At most 4 permits in any second, counted in 4 sub-buckets of 250 ms.
+/// let window = SlidingWindow::with_clock(nz(4), Duration::from_secs(1), nz(4), clock.clone());
+/// assert!(window.try_acquire(4).is_ok());
+/// // A fixed window would start afresh after one second; this one still
+/// // counts the 4 permits until their sub-bucket slides out.
+/// clock.advance(Duration::from_secs(1));
+/// let limited = window.try_acquire(1).unwrap_err();
+/// assert_eq!(limited.retry_after, Duration::from_millis(250));
+/// clock.advance(limited.retry_after);
+/// assert!(window.try_acquire(4).is_ok());
+/// ```
 pub struct SlidingWindow<C: Clock = SystemClock> {
     current: Cell,
     /// (sub-bucket, sum of the sub-buckets before it, clamped at `limit`).
