@@ -203,8 +203,8 @@ impl RedisInventory {
         &self.client
     }
 
-    /// Deletes every key under this inventory's prefix (for tests and tenant removal). Uses SCAN,
-    /// never KEYS.
+    /// Deletes every key under this inventory's prefix (for tests and tenant removal): SCAN,
+    /// never KEYS, and UNLINK, so a long outbox is freed in the background.
     ///
     /// # Errors
     /// Backend failures.
@@ -233,7 +233,7 @@ impl RedisInventory {
                 removed += self
                     .client
                     .next()
-                    .del::<u64, _>(keys)
+                    .unlink::<u64, _>(keys)
                     .await
                     .map_err(backend)?;
             }
