@@ -235,14 +235,52 @@ pub struct CircuitBreakerConfig {
     pub recovery_timeout: Duration,
     /// Concurrent probes admitted when half-open.
     pub half_open_max_probes: u32,
+    /// Successful probes needed to close it again.
+    pub success_threshold: u32,
+    /// Rolling window of the ratio strategies.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// Calls in the window before a ratio can open it.
+    pub minimum_calls: u32,
+    /// Open when failures / calls in the window reach this (off when absent).
+    pub failure_ratio: Option<f64>,
+    /// A call slower than this counts as slow (off when absent).
+    #[serde(with = "humantime_serde")]
+    pub slow_call_duration: Option<Duration>,
+    /// Open when slow calls / calls in the window reach this.
+    pub slow_call_ratio: Option<f64>,
 }
 
 impl Default for CircuitBreakerConfig {
     fn default() -> Self {
+        let b = BreakerConfig::default();
         Self {
             failure_threshold: 10,
             recovery_timeout: Duration::from_secs(60),
             half_open_max_probes: 1,
+            success_threshold: b.success_threshold,
+            window: b.window,
+            minimum_calls: b.minimum_calls,
+            failure_ratio: None,
+            slow_call_duration: None,
+            slow_call_ratio: None,
+        }
+    }
+}
+
+impl CircuitBreakerConfig {
+    /// The breaker's own configuration.
+    pub fn breaker(&self) -> BreakerConfig {
+        BreakerConfig {
+            failure_threshold: self.failure_threshold,
+            recovery_timeout: self.recovery_timeout,
+            half_open_max_probes: self.half_open_max_probes,
+            success_threshold: self.success_threshold,
+            window: self.window,
+            minimum_calls: self.minimum_calls,
+            failure_ratio: self.failure_ratio,
+            slow_call_duration: self.slow_call_duration,
+            slow_call_ratio: self.slow_call_ratio,
         }
     }
 }
@@ -490,6 +528,9 @@ impl Config {
                 "must be at least 1".into(),
             ));
         }
+        if let Err(e) = cb.breaker().validate() {
+            p.push(("seckill.circuit_breaker", e.to_string()));
+        }
         if cb.recovery_timeout.is_zero() {
             p.push((
                 "seckill.circuit_breaker.recovery_timeout",
@@ -599,12 +640,7 @@ impl Config {
             per_user_limit: keyed(&s.rate_limit.per_user),
             per_ip_limit: keyed(&s.rate_limit.per_ip),
             max_limiter_keys: NonZeroUsize::new(s.rate_limit.max_keys.max(1)).expect("non-zero"),
-            circuit_breaker: BreakerConfig {
-                failure_threshold: s.circuit_breaker.failure_threshold,
-                recovery_timeout: s.circuit_breaker.recovery_timeout,
-                half_open_max_probes: s.circuit_breaker.half_open_max_probes,
-                ..BreakerConfig::default()
-            },
+            circuit_breaker: s.circuit_breaker.breaker(),
             degradation: DegradationSettings {
                 enable: s.degradation.enable,
                 threshold: s.degradation.threshold,
@@ -736,6 +772,28 @@ mod tests {
             jail.set_env("SECKILL_REDIS__POOL_SIZE", "0");
             let err = load(&FileChoice::Default).unwrap_err();
             assert!(err.contains("redis.pool_size"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn breaker_strategies_are_configurable_and_validated() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_dir("config")?;
+            jail.create_file(
+                "config/seckill.yaml",
+                "seckill:\n  circuit_breaker:\n    failure_ratio: 0.5\n    slow_call_duration: 200ms\n    slow_call_ratio: 0.8\n    window: 5s\n",
+            )?;
+            let c = load(&FileChoice::Default).map_err(|e| e.to_string())?;
+            let b = c.api_settings().circuit_breaker;
+            assert_eq!(b.failure_ratio, Some(0.5));
+            assert_eq!(b.slow_call_duration, Some(Duration::from_millis(200)));
+            assert_eq!(b.slow_call_ratio, Some(0.8));
+            assert_eq!(b.window, Duration::from_secs(5));
+            assert_eq!(b.failure_threshold, 10);
+            jail.set_env("SECKILL_SECKILL__CIRCUIT_BREAKER__FAILURE_RATIO", "1.5");
+            let err = load(&FileChoice::Default).unwrap_err();
+            assert!(err.contains("seckill.circuit_breaker"), "{err}");
             Ok(())
         });
     }
