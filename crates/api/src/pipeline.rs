@@ -9,7 +9,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use seckill_inventory::{Inventory, OutboxEntry, PurchaseRequest};
 use seckill_mq::{Broker, Envelope, Message, OrderCreated, Topic};
-use seckill_orders::{ORDER_SERVICE_GROUP, OrderConsumer, OrderStore};
+use seckill_orders::{Backoff, ORDER_SERVICE_GROUP, OrderConsumer, OrderStore};
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -179,26 +179,6 @@ pub async fn relay(
         }
         relayed.increment(ids.len() as u64);
         delay.reset();
-    }
-}
-
-/// Exponential backoff from 50 ms to 5 s, interrupted by `stop`.
-#[derive(Default)]
-struct Backoff(u32);
-
-impl Backoff {
-    /// Sleeps; true when `stop` fired instead.
-    async fn wait(&mut self, stop: &CancellationToken) -> bool {
-        let d = Duration::from_millis(50u64 << self.0.min(7)).min(Duration::from_secs(5));
-        self.0 = self.0.saturating_add(1);
-        tokio::select! {
-            () = stop.cancelled() => true,
-            () = tokio::time::sleep(d) => false,
-        }
-    }
-
-    fn reset(&mut self) {
-        self.0 = 0;
     }
 }
 

@@ -88,19 +88,15 @@ impl OrderConsumer {
                 Ok(d) => {
                     if self.settle(d).await {
                         backoff.reset();
-                    } else {
-                        tokio::select! {
-                            () = shutdown.cancelled() => return,
-                            () = tokio::time::sleep(backoff.next_delay()) => {}
-                        }
+                    } else if backoff.wait(&shutdown).await {
+                        return;
                     }
                 }
                 Err(MqError::Closed) => return,
                 Err(e) => {
                     tracing::warn!(error = %e, "order consumer: subscription failed");
-                    tokio::select! {
-                        () = shutdown.cancelled() => return,
-                        () = tokio::time::sleep(backoff.next_delay()) => {}
+                    if backoff.wait(&shutdown).await {
+                        return;
                     }
                 }
             }
@@ -146,21 +142,32 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Exponential backoff from 50 ms to 5 s.
+/// Exponential backoff for retries of the pipeline: 50 ms, doubling, capped at 5 s.
 #[derive(Debug, Default)]
-pub(crate) struct Backoff {
+pub struct Backoff {
     attempt: u32,
 }
 
 impl Backoff {
-    pub(crate) fn next_delay(&mut self) -> Duration {
+    /// The next delay; each call doubles it up to the cap.
+    pub fn next_delay(&mut self) -> Duration {
         let d = Duration::from_millis(50u64 << self.attempt.min(7)).min(Duration::from_secs(5));
         self.attempt = self.attempt.saturating_add(1);
         d
     }
 
-    pub(crate) fn reset(&mut self) {
+    /// Back to the first delay (after a success).
+    pub fn reset(&mut self) {
         self.attempt = 0;
+    }
+
+    /// Sleeps for the next delay; returns true when `stop` fired first.
+    pub async fn wait(&mut self, stop: &CancellationToken) -> bool {
+        let d = self.next_delay();
+        tokio::select! {
+            () = stop.cancelled() => true,
+            () = tokio::time::sleep(d) => false,
+        }
     }
 }
 

@@ -34,6 +34,6 @@ pub mod consumer;
 pub mod error;
 pub mod store;
 
-pub use consumer::{ORDER_SERVICE_GROUP, OrderConsumer};
+pub use consumer::{Backoff, ORDER_SERVICE_GROUP, OrderConsumer};
 pub use error::OrderError;
 pub use store::{MemoryOrderStore, Order, OrderStatus, OrderStore};
