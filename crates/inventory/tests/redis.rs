@@ -18,16 +18,33 @@ fn unique(what: &str) -> String {
     format!("test-{what}-{:016x}", rand::random::<u64>())
 }
 
+async fn connect(options: RedisInventoryOptions) -> RedisInventory {
+    RedisInventory::connect(&RedisSettings::default(), options)
+        .await
+        .expect(NEED_REDIS)
+}
+
 async fn inventory() -> RedisInventory {
-    RedisInventory::connect(
-        &RedisSettings::default(),
-        RedisInventoryOptions {
-            key_prefix: unique("inv"),
-            ..RedisInventoryOptions::default()
-        },
-    )
+    connect(RedisInventoryOptions {
+        key_prefix: unique("inv"),
+        ..RedisInventoryOptions::default()
+    })
     .await
-    .expect(NEED_REDIS)
+}
+
+/// An activity on sale now.
+fn on_sale(product_id: u64, stock: u64) -> Activity {
+    let now = Utc::now();
+    Activity {
+        product_id,
+        product_name: "test".into(),
+        price_cents: 1,
+        stock,
+        start_time: now - Span::minutes(1),
+        end_time: now + Span::hours(1),
+        status: ActivityStatus::Active,
+        per_user_limit: 1,
+    }
 }
 
 /// SCRIPT FLUSH drops every loaded script, as a restart or failover does; purchases in flight
@@ -35,22 +52,7 @@ async fn inventory() -> RedisInventory {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn script_flush_mid_run_fails_no_request() {
     let inv = Arc::new(inventory().await);
-    let now = Utc::now();
-    inv.prewarm(
-        &Activity {
-            product_id: 7001,
-            product_name: "flush".into(),
-            price_cents: 1,
-            stock: 1_000_000,
-            start_time: now - Span::minutes(1),
-            end_time: now + Span::hours(1),
-            status: ActivityStatus::Active,
-            per_user_limit: 1,
-        },
-        false,
-    )
-    .await
-    .unwrap();
+    inv.prewarm(&on_sale(7001, 1_000_000), false).await.unwrap();
     let admin = RedisClient::connect(&RedisSettings::default())
         .await
         .expect(NEED_REDIS);
@@ -196,39 +198,16 @@ async fn cleanup_lock(name: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sold_out_answers_are_local_and_exact_and_expire() {
     let prefix = unique("inv");
-    let connect = |cache: Duration| {
-        let prefix = prefix.clone();
-        async move {
-            RedisInventory::connect(
-                &RedisSettings::default(),
-                RedisInventoryOptions {
-                    key_prefix: prefix,
-                    sold_out_cache: cache,
-                    ..RedisInventoryOptions::default()
-                },
-            )
-            .await
-            .expect(NEED_REDIS)
-        }
+    let with_cache = |cache: Duration| {
+        connect(RedisInventoryOptions {
+            key_prefix: prefix.clone(),
+            sold_out_cache: cache,
+            ..RedisInventoryOptions::default()
+        })
     };
-    let a = connect(Duration::from_millis(200)).await;
-    let b = connect(Duration::ZERO).await;
-    let now = Utc::now();
-    a.prewarm(
-        &Activity {
-            product_id: 7002,
-            product_name: "cache".into(),
-            price_cents: 1,
-            stock: 2,
-            start_time: now - Span::minutes(1),
-            end_time: now + Span::hours(1),
-            status: ActivityStatus::Active,
-            per_user_limit: 1,
-        },
-        false,
-    )
-    .await
-    .unwrap();
+    let a = with_cache(Duration::from_millis(200)).await;
+    let b = with_cache(Duration::ZERO).await;
+    a.prewarm(&on_sale(7002, 2), false).await.unwrap();
     let buy = |user_id| PurchaseRequest {
         product_id: 7002,
         user_id,
