@@ -114,16 +114,27 @@ impl RedisClient {
 
     /// Runs a script by EVALSHA; a server that lost its scripts (restart, failover, SCRIPT
     /// FLUSH) gets it loaded again and the call retried, so the caller never sees NOSCRIPT.
+    /// The scripts can vanish again between the reload and the retry (another flush), so the
+    /// reload is tried a few times.
     pub(crate) async fn eval<R: FromValue>(
         &self,
         script: &Script,
         keys: Vec<Key>,
         args: Vec<fred::types::Value>,
     ) -> Result<R, InventoryError> {
-        script
-            .evalsha_with_reload(self.next(), keys, args)
-            .await
-            .map_err(backend)
+        const ATTEMPTS: usize = 5;
+        let mut attempt = 1;
+        loop {
+            match script
+                .evalsha_with_reload(self.next(), keys.clone(), args.clone())
+                .await
+            {
+                Err(e) if attempt < ATTEMPTS && e.details().starts_with("NOSCRIPT") => {
+                    attempt += 1;
+                }
+                other => return other.map_err(backend),
+            }
+        }
     }
 
     /// Loads scripts on the server ahead of their first use.
