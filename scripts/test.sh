@@ -6,4 +6,7 @@ cd "$(dirname "$0")/.."
 # shellcheck source=scripts/services.sh
 . scripts/services.sh
 ensure_redis
+ensure_rabbitmq
+ensure_postgres
+ensure_kafka
 cargo test --workspace --all-features --locked "$@"

@@ -10,6 +10,8 @@
 //! - [`message`]: [`Envelope`], [`Message`] and the payload types, [`Topic`].
 //! - [`publisher`]: the [`Broker`], [`Subscription`] and [`Acker`] traits, [`Delivery`].
 //! - [`memory`]: the in-process [`MemoryBroker`].
+//! - [`offsets`]: [`OffsetStore`], consumer positions and partition leases for brokers without
+//!   consumer groups.
 //! - [`error`]: the error type [`MqError`].
 //!
 //! # Example
@@ -38,11 +40,14 @@
 pub mod error;
 pub mod memory;
 pub mod message;
+pub mod offsets;
 pub mod publisher;
 
 pub use error::MqError;
 pub use memory::MemoryBroker;
 pub use message::{
-    Envelope, Message, OrderCreated, PurchaseResult, StockChangeReason, StockChanged, Topic,
+    Envelope, Message, OrderCreated, PurchaseRequested, PurchaseResult, StockChangeReason,
+    StockChanged, Topic,
 };
+pub use offsets::{MemoryOffsetStore, OffsetStore, PartitionKey};
 pub use publisher::{Acker, Broker, Delivery, Subscription};

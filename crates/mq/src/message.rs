@@ -12,14 +12,17 @@ pub enum Topic {
     StockChanged,
     /// Purchase results, for user notification.
     PurchaseResult,
+    /// Accepted asynchronous purchases, waiting for a worker.
+    PurchaseRequested,
 }
 
 impl Topic {
     /// Every topic.
-    pub const ALL: [Topic; 3] = [
+    pub const ALL: [Topic; 4] = [
         Topic::OrderCreated,
         Topic::StockChanged,
         Topic::PurchaseResult,
+        Topic::PurchaseRequested,
     ];
 
     /// The broker-side name.
@@ -28,6 +31,7 @@ impl Topic {
             Self::OrderCreated => "seckill.order.created",
             Self::StockChanged => "seckill.stock.changed",
             Self::PurchaseResult => "seckill.purchase.result",
+            Self::PurchaseRequested => "seckill.purchase.requested",
         }
     }
 }
@@ -87,6 +91,20 @@ pub struct PurchaseResult {
     pub status: String,
 }
 
+/// An accepted asynchronous purchase, to be run by a worker of any instance.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurchaseRequested {
+    /// The id the client polls the result with; also the purchase's idempotency key, so a
+    /// redelivered request is executed at most once.
+    pub request_id: String,
+    /// The product.
+    pub product_id: u64,
+    /// The buyer.
+    pub user_id: u64,
+    /// Items wanted.
+    pub quantity: u32,
+}
+
 /// A message of one of the pipeline's types.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "payload", rename_all = "snake_case")]
@@ -97,6 +115,8 @@ pub enum Message {
     StockChanged(StockChanged),
     /// See [`PurchaseResult`].
     PurchaseResult(PurchaseResult),
+    /// See [`PurchaseRequested`].
+    PurchaseRequested(PurchaseRequested),
 }
 
 impl Message {
@@ -106,6 +126,7 @@ impl Message {
             Self::OrderCreated(_) => Topic::OrderCreated,
             Self::StockChanged(_) => Topic::StockChanged,
             Self::PurchaseResult(_) => Topic::PurchaseResult,
+            Self::PurchaseRequested(_) => Topic::PurchaseRequested,
         }
     }
 
@@ -115,6 +136,7 @@ impl Message {
             Self::OrderCreated(m) => m.product_id,
             Self::StockChanged(m) => m.product_id,
             Self::PurchaseResult(m) => m.product_id,
+            Self::PurchaseRequested(m) => m.product_id,
         }
     }
 }

@@ -99,28 +99,40 @@ async fn topics_are_separate(broker: Arc<dyn Broker>, group: &str) {
     d.ack().await.unwrap();
 }
 
+/// Runs the contract against one backend: `$make` is a future giving a fresh, isolated broker
+/// (its own names), `$cleanup` a function of it returning a future that removes what it made.
 macro_rules! contract {
-    ($backend:ident, $make:expr) => {
+    ($backend:ident, $make:expr, $cleanup:expr) => {
         mod $backend {
             use super::*;
 
             #[tokio::test]
             async fn every_group_gets_every_message_and_members_share() {
-                super::every_group_gets_every_message_and_members_share($make, "g1").await;
+                let b = $make.await;
+                super::every_group_gets_every_message_and_members_share(b.clone(), "g1").await;
+                ($cleanup)(b).await;
             }
             #[tokio::test]
             async fn unsettled_or_requeued_deliveries_come_back() {
-                super::unsettled_or_requeued_deliveries_come_back($make, "g2").await;
+                let b = $make.await;
+                super::unsettled_or_requeued_deliveries_come_back(b.clone(), "g2").await;
+                ($cleanup)(b).await;
             }
             #[tokio::test]
             async fn topics_are_separate() {
-                super::topics_are_separate($make, "g3").await;
+                let b = $make.await;
+                super::topics_are_separate(b.clone(), "g3").await;
+                ($cleanup)(b).await;
             }
         }
     };
 }
 
-contract!(memory, Arc::new(MemoryBroker::new()) as Arc<dyn Broker>);
+contract!(
+    memory,
+    async { Arc::new(MemoryBroker::new()) as Arc<dyn Broker> },
+    |_b: Arc<dyn Broker>| async {}
+);
 
 #[tokio::test]
 async fn memory_keeps_messages_published_before_the_first_group_and_dead_letters_nacks() {
