@@ -203,7 +203,7 @@ async fn shutdown_delivers_every_pending_sale(backend: Backend) {
     s.shutdown().await;
     // No waiting here: serve returned only after the pipeline drained.
     use seckill_orders::OrderStore;
-    assert_eq!(orders.count_by_product(1003).await.unwrap(), 50);
+    assert_eq!(orders.counts(1003, 1).await.unwrap().orders, 50);
     assert_eq!(inventory.outbox_len().await.unwrap(), 0);
     if let Some(r) = redis {
         r.purge().await.unwrap();

@@ -25,12 +25,29 @@ pub const ORDER_SERVICE_GROUP: &str = "order-service";
 pub struct OrderConsumer {
     store: Arc<dyn OrderStore>,
     broker: Arc<dyn Broker>,
+    payment_timeout: Duration,
 }
 
+/// The default time a buyer has to pay: 15 minutes from the sale.
+pub const DEFAULT_PAYMENT_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
 impl OrderConsumer {
-    /// A consumer writing to `store` and publishing follow-ups to `broker`.
+    /// A consumer writing to `store` and publishing follow-ups to `broker`; orders get
+    /// [`DEFAULT_PAYMENT_TIMEOUT`] to be paid.
     pub fn new(store: Arc<dyn OrderStore>, broker: Arc<dyn Broker>) -> Self {
-        Self { store, broker }
+        Self {
+            store,
+            broker,
+            payment_timeout: DEFAULT_PAYMENT_TIMEOUT,
+        }
+    }
+
+    /// Sets the time a buyer has to pay, counted from the sale (so a redelivery computes the
+    /// same deadline).
+    #[must_use]
+    pub fn with_payment_timeout(mut self, timeout: Duration) -> Self {
+        self.payment_timeout = timeout;
+        self
     }
 
     /// Handles one envelope. Types other than `OrderCreated` are ignored.
@@ -42,7 +59,7 @@ impl OrderConsumer {
             tracing::warn!(id = %envelope.id, "order consumer ignores a message of another type");
             return Ok(());
         };
-        let order = order_from(oc);
+        let order = order_from(oc, self.payment_timeout);
         let new = self.store.insert(&order).await?;
         if new {
             metrics::counter!("seckill_orders_stored_total").increment(1);
@@ -122,7 +139,8 @@ impl OrderConsumer {
     }
 }
 
-fn order_from(oc: &OrderCreated) -> Order {
+fn order_from(oc: &OrderCreated, payment_timeout: Duration) -> Order {
+    let now = now_ms();
     Order {
         order_id: oc.order_id.clone(),
         product_id: oc.product_id,
@@ -131,12 +149,18 @@ fn order_from(oc: &OrderCreated) -> Order {
         price_cents: oc.price_cents,
         status: OrderStatus::AwaitingPayment,
         sold_at_ms: oc.sold_at_ms,
-        created_at_ms: now_ms(),
+        created_at_ms: now,
+        expires_at_ms: oc
+            .sold_at_ms
+            .saturating_add(i64::try_from(payment_timeout.as_millis()).unwrap_or(i64::MAX)),
+        updated_at_ms: now,
+        stock_returned: false,
         epoch: oc.epoch,
     }
 }
 
-fn now_ms() -> i64 {
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)

@@ -7,6 +7,9 @@ pub enum OrderError {
     /// The order store failed.
     #[error("order store failed")]
     Store(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A setting or a stored value is invalid.
+    #[error("{0}")]
+    Invalid(String),
     /// Publishing a follow-up message failed.
     #[error("publishing a follow-up message failed")]
     Publish(#[from] seckill_mq::MqError),

@@ -7,6 +7,7 @@
 //! # Layout
 //! - [`store`]: [`Order`], the [`OrderStore`] trait and [`MemoryOrderStore`].
 //! - [`consumer`]: [`OrderConsumer`], the order service's consumer loop.
+//! - `postgres` (feature `postgres`): `PgOrderStore`, orders and consumer offsets in PostgreSQL.
 //! - [`error`]: the error type [`OrderError`].
 //!
 //! # Example
@@ -25,15 +26,19 @@
 //! }));
 //! consumer.handle(&sale).await?;
 //! consumer.handle(&sale).await?; // a redelivery changes nothing
-//! assert_eq!(store.count_by_product(1001).await?, 1);
+//! assert_eq!(store.counts(1001, 1).await?.orders, 1);
 //! # Ok(())
 //! # }
 //! ```
 
 pub mod consumer;
 pub mod error;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod store;
 
-pub use consumer::{Backoff, ORDER_SERVICE_GROUP, OrderConsumer};
+pub use consumer::{Backoff, DEFAULT_PAYMENT_TIMEOUT, ORDER_SERVICE_GROUP, OrderConsumer, now_ms};
 pub use error::OrderError;
-pub use store::{MemoryOrderStore, Order, OrderStatus, OrderStore};
+#[cfg(feature = "postgres")]
+pub use postgres::{PgOrderStore, PgSettings};
+pub use store::{MemoryOrderStore, Order, OrderCounts, OrderStatus, OrderStore, Transition};

@@ -1,7 +1,6 @@
 //! The [`OrderStore`] trait and the in-process [`MemoryOrderStore`].
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use parking_lot::RwLock;
@@ -13,12 +12,33 @@ use crate::OrderError;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderStatus {
-    /// Stored, waiting for the buyer to pay.
+    /// Stored, waiting for the buyer to pay before its deadline.
     AwaitingPayment,
-    /// Paid.
+    /// Paid. Final.
     Paid,
-    /// Cancelled; its items went back to stock.
+    /// Cancelled by the buyer or for want of payment; its items go back to stock. Final.
     Cancelled,
+}
+
+impl OrderStatus {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AwaitingPayment => "awaiting_payment",
+            Self::Paid => "paid",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "awaiting_payment" => Some(Self::AwaitingPayment),
+            "paid" => Some(Self::Paid),
+            "cancelled" => Some(Self::Cancelled),
+            _ => None,
+        }
+    }
 }
 
 /// A stored order.
@@ -40,14 +60,49 @@ pub struct Order {
     pub sold_at_ms: i64,
     /// When the order was stored, milliseconds since the Unix epoch.
     pub created_at_ms: i64,
+    /// Payment deadline, milliseconds since the Unix epoch: unpaid after it, the order is
+    /// cancelled and its items go back on sale.
+    pub expires_at_ms: i64,
+    /// Last status change, milliseconds since the Unix epoch.
+    pub updated_at_ms: i64,
+    /// For a cancelled order: whether its items are back in the inventory.
+    pub stock_returned: bool,
     /// The activity epoch it sold in.
     pub epoch: u64,
 }
 
+/// What a status change did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Transition {
+    /// The order moved to the requested state (returned as it is now).
+    Done(Order),
+    /// The order was already in a final state; nothing changed (returned as it is).
+    Final(Order),
+    /// Payment refused: the deadline passed (the order is left to the sweeper).
+    Expired(Order),
+    /// No such order.
+    NotFound,
+}
+
+/// Order counts of one product in one activity epoch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OrderCounts {
+    /// Orders stored, in every state.
+    pub orders: u64,
+    /// Orders not cancelled.
+    pub live_orders: u64,
+    /// Items of the orders not cancelled.
+    pub live_items: u64,
+}
+
 /// Durable orders.
 ///
-/// Implementers guarantee that [`OrderStore::insert`] is idempotent by order id: inserting an
-/// order id that exists changes nothing and reports `false`, whatever the concurrency.
+/// Implementers guarantee:
+/// - [`OrderStore::insert`] is idempotent by order id: inserting an id that exists changes
+///   nothing and reports `false`, whatever the concurrency;
+/// - [`OrderStore::pay`] and [`OrderStore::cancel`] are atomic compare-and-set from
+///   [`OrderStatus::AwaitingPayment`]: of a pay and a cancel racing on one order exactly one
+///   wins, and the order ends in one state only.
 #[async_trait]
 pub trait OrderStore: Send + Sync + 'static {
     /// Stores an order unless its id exists. Returns whether it was new.
@@ -62,18 +117,44 @@ pub trait OrderStore: Send + Sync + 'static {
     /// The store failed.
     async fn get(&self, order_id: &str) -> Result<Option<Order>, OrderError>;
 
-    /// Orders stored for a product, in every state.
+    /// Counts of a product's orders in one activity epoch.
     ///
     /// # Errors
     /// The store failed.
-    async fn count_by_product(&self, product_id: u64) -> Result<u64, OrderError>;
+    async fn counts(&self, product_id: u64, epoch: u64) -> Result<OrderCounts, OrderError>;
+
+    /// Marks an order awaiting payment as paid, if `now_ms` is before its deadline.
+    ///
+    /// # Errors
+    /// The store failed; nothing changed.
+    async fn pay(&self, order_id: &str, now_ms: i64) -> Result<Transition, OrderError>;
+
+    /// Cancels an order awaiting payment. Its stock is returned afterwards by the caller, who
+    /// then calls [`OrderStore::mark_stock_returned`].
+    ///
+    /// # Errors
+    /// The store failed; nothing changed.
+    async fn cancel(&self, order_id: &str, now_ms: i64) -> Result<Transition, OrderError>;
+
+    /// Orders needing the sweeper: awaiting payment past their deadline, or cancelled with
+    /// their stock not returned yet. At most `limit`, oldest deadline first.
+    ///
+    /// # Errors
+    /// The store failed.
+    async fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<Order>, OrderError>;
+
+    /// Records that a cancelled order's items are back in the inventory.
+    ///
+    /// # Errors
+    /// The store failed.
+    async fn mark_stock_returned(&self, order_id: &str) -> Result<(), OrderError>;
 }
 
 /// Orders held in this process (embedded mode).
 #[derive(Default)]
 pub struct MemoryOrderStore {
     orders: RwLock<HashMap<String, Order>>,
-    per_product: RwLock<HashMap<u64, AtomicU64>>,
+    per_product: RwLock<HashMap<(u64, u64), OrderCounts>>,
 }
 
 impl MemoryOrderStore {
@@ -86,6 +167,28 @@ impl MemoryOrderStore {
     pub fn all(&self) -> Vec<Order> {
         self.orders.read().values().cloned().collect()
     }
+
+    fn set_status(&self, order_id: &str, to: OrderStatus, now_ms: i64) -> Transition {
+        let mut orders = self.orders.write();
+        let Some(o) = orders.get_mut(order_id) else {
+            return Transition::NotFound;
+        };
+        if o.status != OrderStatus::AwaitingPayment {
+            return Transition::Final(o.clone());
+        }
+        if to == OrderStatus::Paid && now_ms >= o.expires_at_ms {
+            return Transition::Expired(o.clone());
+        }
+        o.status = to;
+        o.updated_at_ms = now_ms;
+        if to == OrderStatus::Cancelled {
+            let mut counts = self.per_product.write();
+            let c = counts.entry((o.product_id, o.epoch)).or_default();
+            c.live_orders -= 1;
+            c.live_items -= u64::from(o.quantity);
+        }
+        Transition::Done(o.clone())
+    }
 }
 
 #[async_trait]
@@ -96,16 +199,12 @@ impl OrderStore for MemoryOrderStore {
             return Ok(false);
         }
         orders.insert(order.order_id.clone(), order.clone());
-        drop(orders);
-        let counters = self.per_product.upgradable_read();
-        if let Some(c) = counters.get(&order.product_id) {
-            c.fetch_add(1, Ordering::Relaxed);
-        } else {
-            let mut counters = parking_lot::RwLockUpgradableReadGuard::upgrade(counters);
-            counters
-                .entry(order.product_id)
-                .or_default()
-                .fetch_add(1, Ordering::Relaxed);
+        let mut counts = self.per_product.write();
+        let c = counts.entry((order.product_id, order.epoch)).or_default();
+        c.orders += 1;
+        if order.status != OrderStatus::Cancelled {
+            c.live_orders += 1;
+            c.live_items += u64::from(order.quantity);
         }
         Ok(true)
     }
@@ -114,11 +213,44 @@ impl OrderStore for MemoryOrderStore {
         Ok(self.orders.read().get(order_id).cloned())
     }
 
-    async fn count_by_product(&self, product_id: u64) -> Result<u64, OrderError> {
+    async fn counts(&self, product_id: u64, epoch: u64) -> Result<OrderCounts, OrderError> {
         Ok(self
             .per_product
             .read()
-            .get(&product_id)
-            .map_or(0, |c| c.load(Ordering::Relaxed)))
+            .get(&(product_id, epoch))
+            .copied()
+            .unwrap_or_default())
+    }
+
+    async fn pay(&self, order_id: &str, now_ms: i64) -> Result<Transition, OrderError> {
+        Ok(self.set_status(order_id, OrderStatus::Paid, now_ms))
+    }
+
+    async fn cancel(&self, order_id: &str, now_ms: i64) -> Result<Transition, OrderError> {
+        Ok(self.set_status(order_id, OrderStatus::Cancelled, now_ms))
+    }
+
+    async fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<Order>, OrderError> {
+        let mut due: Vec<Order> = self
+            .orders
+            .read()
+            .values()
+            .filter(|o| match o.status {
+                OrderStatus::AwaitingPayment => o.expires_at_ms <= now_ms,
+                OrderStatus::Cancelled => !o.stock_returned,
+                OrderStatus::Paid => false,
+            })
+            .cloned()
+            .collect();
+        due.sort_by_key(|o| o.expires_at_ms);
+        due.truncate(limit);
+        Ok(due)
+    }
+
+    async fn mark_stock_returned(&self, order_id: &str) -> Result<(), OrderError> {
+        if let Some(o) = self.orders.write().get_mut(order_id) {
+            o.stock_returned = true;
+        }
+        Ok(())
     }
 }

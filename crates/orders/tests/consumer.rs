@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use seckill_mq::{Broker, Envelope, MemoryBroker, Message, OrderCreated, Topic};
 use seckill_orders::{
-    MemoryOrderStore, ORDER_SERVICE_GROUP, Order, OrderConsumer, OrderError, OrderStatus,
-    OrderStore,
+    MemoryOrderStore, ORDER_SERVICE_GROUP, Order, OrderConsumer, OrderCounts, OrderError,
+    OrderStatus, OrderStore, Transition,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -60,7 +60,7 @@ async fn redelivered_sales_are_stored_once_and_followed_up() {
         d.ack().await.unwrap();
         stock.next().await.unwrap().ack().await.unwrap();
     }
-    assert_eq!(store.count_by_product(1001).await.unwrap(), 5);
+    assert_eq!(store.counts(1001, 1).await.unwrap().orders, 5);
     let o = store.get("1001-3").await.unwrap().unwrap();
     assert_eq!(
         (o.user_id, o.quantity, o.status),
@@ -98,8 +98,20 @@ impl OrderStore for Flaky {
     async fn get(&self, order_id: &str) -> Result<Option<Order>, OrderError> {
         self.inner.get(order_id).await
     }
-    async fn count_by_product(&self, product_id: u64) -> Result<u64, OrderError> {
-        self.inner.count_by_product(product_id).await
+    async fn counts(&self, product_id: u64, epoch: u64) -> Result<OrderCounts, OrderError> {
+        self.inner.counts(product_id, epoch).await
+    }
+    async fn pay(&self, order_id: &str, now_ms: i64) -> Result<Transition, OrderError> {
+        self.inner.pay(order_id, now_ms).await
+    }
+    async fn cancel(&self, order_id: &str, now_ms: i64) -> Result<Transition, OrderError> {
+        self.inner.cancel(order_id, now_ms).await
+    }
+    async fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<Order>, OrderError> {
+        self.inner.due(now_ms, limit).await
+    }
+    async fn mark_stock_returned(&self, order_id: &str) -> Result<(), OrderError> {
+        self.inner.mark_stock_returned(order_id).await
     }
 }
 
@@ -120,12 +132,12 @@ async fn a_failing_store_is_retried_until_the_order_is_stored() {
     broker.publish(&sale(1)).await.unwrap();
     // Backoff is 50 + 100 + 200 ms of paused time before the fourth attempt.
     for _ in 0..100 {
-        if store.count_by_product(1001).await.unwrap() == 1 {
+        if store.counts(1001, 1).await.unwrap().orders == 1 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(store.count_by_product(1001).await.unwrap(), 1);
+    assert_eq!(store.counts(1001, 1).await.unwrap().orders, 1);
     assert_eq!(*store.failures.lock(), 0);
     stop.cancel();
     task.await.unwrap();

@@ -60,15 +60,15 @@ pub(crate) async fn product_stats(
         let (Some(a), Some(st)) = (activity, stats) else {
             return Err(UNKNOWN_PRODUCT);
         };
-        let orders_created = s
+        let counts = s
             .orders
-            .count_by_product(product_id)
+            .counts(product_id, st.epoch)
             .await
             .map_err(|e| backend(s, "counting orders", &e))?;
-        // Ledger: initial = remaining + live orders + in transit, where live orders are the
-        // stored ones not cancelled.
-        let live = orders_created.saturating_sub(st.cancelled);
-        let in_transit = st.sold.saturating_sub(live);
+        let orders_created = counts.orders;
+        // Ledger, in items: initial = remaining + live orders + in transit, where live orders
+        // are the stored ones not cancelled and in transit the sales not stored yet.
+        let in_transit = st.sold.saturating_sub(counts.live_items);
         Ok(ok(
             StatusCode::OK,
             &ProductStats {
