@@ -42,6 +42,8 @@ pub mod memory;
 pub mod message;
 pub mod offsets;
 pub mod publisher;
+#[cfg(feature = "rabbitmq")]
+pub mod rabbitmq;
 
 pub use error::MqError;
 pub use memory::MemoryBroker;
@@ -51,3 +53,5 @@ pub use message::{
 };
 pub use offsets::{MemoryOffsetStore, OffsetStore, PartitionKey};
 pub use publisher::{Acker, Broker, Delivery, Subscription};
+#[cfg(feature = "rabbitmq")]
+pub use rabbitmq::{RabbitBroker, RabbitSettings};
