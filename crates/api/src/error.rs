@@ -36,6 +36,12 @@ pub mod codes {
     pub const ALREADY_BOUGHT: i32 = 40902;
     /// Prewarm refused: the loaded activity's sale has started (send `"force": true`).
     pub const SALE_STARTED: i32 = 40903;
+    /// Payment refused: the order's payment deadline passed (it is being cancelled).
+    pub const ORDER_EXPIRED: i32 = 40904;
+    /// The order was cancelled: it can no longer be paid.
+    pub const ORDER_CANCELLED: i32 = 40905;
+    /// The order was paid: it can no longer be cancelled.
+    pub const ORDER_PAID: i32 = 40906;
     /// Body too large.
     pub const PAYLOAD_TOO_LARGE: i32 = 41301;
     /// Content type is not `application/json`.

@@ -10,6 +10,7 @@
 //! - [`state`]: [`AppState`], shared by the handlers.
 //! - [`flow`]: [`FlowControl`], the purchase path's protections.
 //! - [`pipeline`]: the relay, the workers and [`Pipeline`]'s drain.
+//! - [`lifecycle`]: pay, cancel and the sweeper of unpaid orders.
 //! - [`settings`]: the validated [`Settings`].
 //! - [`stats`]: request counters.
 //! - [`error`]: [`ApiError`] and the envelope's [`codes`](error::codes).
@@ -34,6 +35,7 @@ mod handlers;
 
 pub mod error;
 pub mod flow;
+pub mod lifecycle;
 pub mod pipeline;
 pub mod router;
 pub mod settings;
@@ -56,7 +58,7 @@ pub use pipeline::Pipeline;
 pub use settings::{DegradationSettings, LimitAlgorithm, RateLimitSettings, Settings};
 pub use state::{AppState, MetricsRender};
 
-use crate::pipeline::{AsyncResults, JobRunner};
+use crate::pipeline::{AsyncResults, JobRunner, PipelineParts, ResultStore};
 use crate::state::Inner;
 use crate::stats::Stats;
 
@@ -69,6 +71,9 @@ pub struct Components {
     pub broker: Arc<dyn Broker>,
     /// Order store.
     pub orders: Arc<dyn OrderStore>,
+    /// Results of asynchronous purchases; `None` keeps them in this process for the
+    /// settings' `result_ttl`.
+    pub results: Option<Arc<dyn ResultStore>>,
 }
 
 impl Components {
@@ -78,6 +83,7 @@ impl Components {
             inventory: Arc::new(MemoryInventory::new()),
             broker: Arc::new(MemoryBroker::new()),
             orders: Arc::new(MemoryOrderStore::new()),
+            results: None,
         }
     }
 }
@@ -103,7 +109,9 @@ impl App {
         metrics_render: Option<MetricsRender>,
     ) -> Result<Self, seckill_mq::MqError> {
         let (tx, rx) = mpsc::channel(settings.queue_size.max(1));
-        let results = Arc::new(AsyncResults::new(settings.result_ttl));
+        let results = components.results.clone().unwrap_or_else(|| {
+            Arc::new(AsyncResults::new(settings.result_ttl)) as Arc<dyn ResultStore>
+        });
         let inner = Arc::new(Inner {
             inventory: components.inventory.clone(),
             orders: components.orders.clone(),
@@ -117,12 +125,16 @@ impl App {
             metrics_render,
         });
         let pipeline = Pipeline::start(
-            components.inventory,
-            components.broker,
-            components.orders,
-            inner.clone() as Arc<dyn JobRunner>,
-            results,
-            settings.async_workers.get(),
+            PipelineParts {
+                inventory: components.inventory,
+                broker: components.broker,
+                orders: components.orders,
+                runner: inner.clone() as Arc<dyn JobRunner>,
+                results,
+                workers: settings.async_workers.get(),
+                payment_timeout: settings.payment_timeout,
+                sweep_interval: settings.sweep_interval,
+            },
             (tx, rx),
         )
         .await?;

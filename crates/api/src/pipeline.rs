@@ -1,28 +1,44 @@
-//! The background half of the service: the outbox relay, the order consumer and the
-//! asynchronous purchase workers, with a drain for graceful shutdown.
+//! The background half of the service: the outbox relay, the order consumer, the
+//! asynchronous purchase publisher and workers, and the sweeper of unpaid orders, with a drain
+//! for graceful shutdown.
+//!
+//! Asynchronous purchases go through the broker: the request is published (confirmed) to
+//! `seckill.purchase.requested` before the client gets its 202, so an instance that crashes
+//! after answering loses nothing; workers of any instance (group [`PURCHASE_WORKERS_GROUP`])
+//! run it with the request id as its idempotency key — a redelivered request replays the first
+//! answer instead of buying twice — and write the result to the [`ResultStore`] (Redis in
+//! production, so any instance can answer the poll).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use parking_lot::Mutex;
 use seckill_inventory::{Inventory, OutboxEntry, PurchaseRequest};
-use seckill_mq::{Broker, Envelope, Message, OrderCreated, Topic};
+use seckill_mq::{Broker, Envelope, Message, MqError, OrderCreated, PurchaseRequested, Topic};
 use seckill_orders::{Backoff, ORDER_SERVICE_GROUP, OrderConsumer, OrderStore};
-use serde::Serialize;
-use tokio::sync::mpsc;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::ApiError;
+use crate::error::codes;
+
+/// The consumer group of the asynchronous purchase workers.
+pub const PURCHASE_WORKERS_GROUP: &str = "purchase-workers";
+
+/// Accepted asynchronous purchases published per broker batch.
+const PUBLISH_BATCH: usize = 256;
 
 /// Outbox entries relayed per broker batch.
 const RELAY_BATCH: usize = 256;
 
 /// The state of an asynchronous purchase.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum AsyncStatus {
     /// Accepted, not run yet.
@@ -43,7 +59,34 @@ pub enum AsyncStatus {
     },
 }
 
-/// Results of asynchronous purchases, kept for a time-to-live.
+/// Where asynchronous purchase results are kept for their time-to-live.
+#[async_trait]
+pub trait ResultStore: Send + Sync + 'static {
+    /// Records a status (replacing the previous one).
+    ///
+    /// # Errors
+    /// The store failed.
+    async fn put(&self, id: &str, status: &AsyncStatus) -> Result<(), ResultStoreError>;
+    /// The status of a request, `None` when unknown or expired.
+    ///
+    /// # Errors
+    /// The store failed.
+    async fn get(&self, id: &str) -> Result<Option<AsyncStatus>, ResultStoreError>;
+    /// Forgets a request.
+    ///
+    /// # Errors
+    /// The store failed.
+    async fn remove(&self, id: &str) -> Result<(), ResultStoreError>;
+    /// Requests still pending, where the store can count them cheaply.
+    fn pending(&self) -> Option<usize>;
+}
+
+/// A failure of a [`ResultStore`].
+#[derive(Debug, thiserror::Error)]
+#[error("result store failed: {0}")]
+pub struct ResultStoreError(pub String);
+
+/// Results of asynchronous purchases in this process, kept for a time-to-live (embedded mode).
 pub struct AsyncResults {
     ttl: Duration,
     map: Mutex<HashMap<String, (AsyncStatus, Instant)>>,
@@ -92,13 +135,32 @@ impl AsyncResults {
     }
 }
 
-/// An accepted asynchronous purchase.
+#[async_trait]
+impl ResultStore for AsyncResults {
+    async fn put(&self, id: &str, status: &AsyncStatus) -> Result<(), ResultStoreError> {
+        AsyncResults::put(self, id, status.clone());
+        Ok(())
+    }
+    async fn get(&self, id: &str) -> Result<Option<AsyncStatus>, ResultStoreError> {
+        Ok(AsyncResults::get(self, id))
+    }
+    async fn remove(&self, id: &str) -> Result<(), ResultStoreError> {
+        AsyncResults::remove(self, id);
+        Ok(())
+    }
+    fn pending(&self) -> Option<usize> {
+        Some(AsyncResults::pending(self))
+    }
+}
+
+/// An accepted asynchronous purchase waiting to be published, with where to report the
+/// broker's confirm.
 #[derive(Debug)]
 pub struct Job {
-    /// Its id.
-    pub request_id: String,
-    /// The purchase.
-    pub request: PurchaseRequest,
+    /// The message.
+    pub envelope: Envelope,
+    /// Receives the publish result.
+    pub done: oneshot::Sender<Result<(), MqError>>,
 }
 
 /// Runs one purchase for a worker; implemented by the application state.
@@ -112,11 +174,30 @@ pub trait JobRunner: Send + Sync + 'static {
 pub struct Pipeline {
     inventory: Arc<dyn Inventory>,
     broker: Arc<dyn Broker>,
-    results: Arc<AsyncResults>,
     jobs_in_progress: Arc<AtomicUsize>,
     jobs: mpsc::Sender<Job>,
     stop: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
+}
+
+/// What [`Pipeline::start`] runs on.
+pub struct PipelineParts {
+    /// Stock and the outbox.
+    pub inventory: Arc<dyn Inventory>,
+    /// The broker.
+    pub broker: Arc<dyn Broker>,
+    /// Orders.
+    pub orders: Arc<dyn OrderStore>,
+    /// Runs asynchronous purchases.
+    pub runner: Arc<dyn JobRunner>,
+    /// Where their results go.
+    pub results: Arc<dyn ResultStore>,
+    /// Concurrent asynchronous purchase workers.
+    pub workers: usize,
+    /// Time a buyer has to pay.
+    pub payment_timeout: Duration,
+    /// How often the sweeper runs.
+    pub sweep_interval: Duration,
 }
 
 /// Converts an outbox entry to the message the order service consumes.
@@ -183,20 +264,25 @@ pub async fn relay(
 }
 
 impl Pipeline {
-    /// Starts the relay, the order consumer and `workers` asynchronous purchase workers taking
-    /// jobs from the channel `(tx, rx)`.
+    /// Starts the relay, the order consumer, the sweeper, the publisher of accepted
+    /// asynchronous purchases (fed by the channel `(tx, rx)`) and the purchase workers.
     ///
     /// # Errors
-    /// The broker refused the order consumer's subscription.
+    /// The broker refused a subscription.
     pub async fn start(
-        inventory: Arc<dyn Inventory>,
-        broker: Arc<dyn Broker>,
-        orders: Arc<dyn OrderStore>,
-        runner: Arc<dyn JobRunner>,
-        results: Arc<AsyncResults>,
-        workers: usize,
-        (tx, rx): (mpsc::Sender<Job>, mpsc::Receiver<Job>),
-    ) -> Result<Self, seckill_mq::MqError> {
+        parts: PipelineParts,
+        (tx, mut rx): (mpsc::Sender<Job>, mpsc::Receiver<Job>),
+    ) -> Result<Self, MqError> {
+        let PipelineParts {
+            inventory,
+            broker,
+            orders,
+            runner,
+            results,
+            workers,
+            payment_timeout,
+            sweep_interval,
+        } = parts;
         let stop = CancellationToken::new();
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(relay(
@@ -208,45 +294,64 @@ impl Pipeline {
             .subscribe(Topic::OrderCreated, ORDER_SERVICE_GROUP)
             .await?;
         tasks.push(tokio::spawn(
-            OrderConsumer::new(orders, broker.clone()).run(sub, stop.clone()),
+            OrderConsumer::new(orders.clone(), broker.clone())
+                .with_payment_timeout(payment_timeout)
+                .run(sub, stop.clone()),
         ));
-        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        tasks.push(tokio::spawn(crate::lifecycle::sweeper(
+            inventory.clone(),
+            orders,
+            broker.clone(),
+            sweep_interval,
+            stop.clone(),
+        )));
+        // The publisher: batches accepted requests so their confirms are awaited together.
+        let publisher_broker = broker.clone();
+        let publisher_stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(PUBLISH_BATCH);
+            loop {
+                let first = tokio::select! {
+                    () = publisher_stop.cancelled() => return,
+                    j = rx.recv() => j,
+                };
+                let Some(first) = first else { return };
+                batch.push(first);
+                while batch.len() < PUBLISH_BATCH {
+                    match rx.try_recv() {
+                        Ok(j) => batch.push(j),
+                        Err(_) => break,
+                    }
+                }
+                let envelopes: Vec<Envelope> = batch.iter().map(|j| j.envelope.clone()).collect();
+                let r = publisher_broker.publish_batch(&envelopes).await;
+                for job in batch.drain(..) {
+                    let _ = job.done.send(match &r {
+                        Ok(()) => Ok(()),
+                        Err(_) => Err(MqError::Nacked),
+                    });
+                }
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, n = envelopes.len(), "publishing accepted purchases failed; they were refused");
+                }
+            }
+        }));
         let in_progress = Arc::new(AtomicUsize::new(0));
         for _ in 0..workers.max(1) {
-            let (rx, runner, results, stop, in_progress) = (
-                rx.clone(),
+            let sub = broker
+                .subscribe(Topic::PurchaseRequested, PURCHASE_WORKERS_GROUP)
+                .await?;
+            tasks.push(tokio::spawn(worker(
+                sub,
                 runner.clone(),
                 results.clone(),
-                stop.clone(),
                 in_progress.clone(),
-            );
-            tasks.push(tokio::spawn(async move {
-                loop {
-                    let job = {
-                        let mut rx = rx.lock().await;
-                        tokio::select! {
-                            () = stop.cancelled() => return,
-                            j = rx.recv() => j,
-                        }
-                    };
-                    let Some(job) = job else { return };
-                    in_progress.fetch_add(1, Ordering::SeqCst);
-                    let status = match runner.run(&job.request).await {
-                        Ok(s) => s,
-                        Err(e) => AsyncStatus::Failed {
-                            code: e.code(),
-                            reason: e.to_string(),
-                        },
-                    };
-                    results.put(&job.request_id, status);
-                    in_progress.fetch_sub(1, Ordering::SeqCst);
-                }
-            }));
+                stop.clone(),
+            )));
         }
         Ok(Self {
             inventory,
             broker,
-            results,
             jobs_in_progress: in_progress,
             jobs: tx,
             stop,
@@ -255,18 +360,20 @@ impl Pipeline {
     }
 
     /// True when no sale is in the outbox or in the broker for the order service, and no
-    /// asynchronous purchase is waiting or running.
+    /// asynchronous purchase is waiting to be published, queued or running.
     pub async fn is_drained(&self) -> bool {
         let outbox = self.inventory.outbox_len().await.unwrap_or(1);
-        let queued = self
-            .broker
-            .pending(Topic::OrderCreated, ORDER_SERVICE_GROUP)
-            .await
-            .ok()
-            .flatten()
-            .unwrap_or(0);
+        let queued = |topic, group| async move {
+            self.broker
+                .pending(topic, group)
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or(0)
+        };
         outbox == 0
-            && queued == 0
+            && queued(Topic::OrderCreated, ORDER_SERVICE_GROUP).await == 0
+            && queued(Topic::PurchaseRequested, PURCHASE_WORKERS_GROUP).await == 0
             && self.jobs.capacity() == self.jobs.max_capacity()
             && self.jobs_in_progress.load(Ordering::SeqCst) == 0
     }
@@ -285,14 +392,23 @@ impl Pipeline {
         }
     }
 
+    /// Stops the tasks at once without draining: what a crash does to this instance's share
+    /// of the pipeline (what it held comes back from the outbox and the broker).
+    pub async fn abort(self) {
+        self.stop.cancel();
+        for t in self.tasks {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+
     /// Graceful stop: lets the pipeline deliver what is pending (up to `timeout`), then stops
     /// every task. Returns whether everything was delivered.
     pub async fn shutdown(self, timeout: Duration) -> bool {
         let drained = self.wait_drained(timeout).await;
         if !drained {
             tracing::warn!(
-                pending_results = self.results.pending(),
-                "pipeline did not drain before the shutdown timeout; pending sales stay in the outbox"
+                "pipeline did not drain before the shutdown timeout; pending sales stay in the outbox and the broker"
             );
         }
         self.stop.cancel();
@@ -301,4 +417,87 @@ impl Pipeline {
         }
         drained
     }
+}
+
+/// One asynchronous purchase worker: runs requests from the broker and records their results.
+async fn worker(
+    mut sub: Box<dyn seckill_mq::Subscription>,
+    runner: Arc<dyn JobRunner>,
+    results: Arc<dyn ResultStore>,
+    in_progress: Arc<AtomicUsize>,
+    stop: CancellationToken,
+) {
+    let mut backoff = Backoff::default();
+    loop {
+        let delivery = tokio::select! {
+            biased;
+            () = stop.cancelled() => return,
+            d = sub.next() => d,
+        };
+        let delivery = match delivery {
+            Ok(d) => d,
+            Err(MqError::Closed) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "purchase worker: subscription failed");
+                if backoff.wait(&stop).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        let Message::PurchaseRequested(req) = &delivery.envelope.message else {
+            let _ = delivery.ack().await;
+            continue;
+        };
+        in_progress.fetch_add(1, Ordering::SeqCst);
+        let request = PurchaseRequest {
+            product_id: req.product_id,
+            user_id: req.user_id,
+            quantity: req.quantity,
+            // The request id makes a redelivery replay the first answer: at most one sale.
+            idempotency_key: Some(format!("async:{}", req.request_id)),
+        };
+        let status = match runner.run(&request).await {
+            Ok(s) => Some(s),
+            Err(e) if e.code() == codes::BACKEND_UNAVAILABLE => None,
+            Err(e) => Some(AsyncStatus::Failed {
+                code: e.code(),
+                reason: e.to_string(),
+            }),
+        };
+        let settled = match status {
+            Some(status) => match results.put(&req.request_id, &status).await {
+                Ok(()) => delivery.ack().await.is_ok(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "purchase worker: storing the result failed; retrying");
+                    let _ = delivery.nack(true).await;
+                    false
+                }
+            },
+            None => {
+                // The inventory is unavailable: retry later (replayed, never bought twice).
+                let _ = delivery.nack(true).await;
+                false
+            }
+        };
+        in_progress.fetch_sub(1, Ordering::SeqCst);
+        if settled {
+            backoff.reset();
+        } else if backoff.wait(&stop).await {
+            return;
+        }
+    }
+}
+
+/// The message of an accepted asynchronous purchase.
+pub fn purchase_requested(request_id: &str, request: &PurchaseRequest) -> Envelope {
+    Envelope::new(
+        format!("pq-{request_id}"),
+        Message::PurchaseRequested(PurchaseRequested {
+            request_id: request_id.to_owned(),
+            product_id: request.product_id,
+            user_id: request.user_id,
+            quantity: request.quantity,
+        }),
+    )
 }

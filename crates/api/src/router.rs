@@ -6,7 +6,7 @@ use axum::routing::{get, post};
 
 use crate::ApiError;
 use crate::error::codes;
-use crate::handlers::{activity, purchase, query};
+use crate::handlers::{activity, orders, purchase, query};
 use crate::state::AppState;
 
 /// Every route of the API over `state`.
@@ -28,6 +28,11 @@ pub fn router(state: AppState) -> Router {
             get(query::purchased),
         )
         .route("/api/v1/seckill/orders/{order_id}", get(query::order))
+        .route("/api/v1/seckill/orders/{order_id}/pay", post(orders::pay))
+        .route(
+            "/api/v1/seckill/orders/{order_id}/cancel",
+            post(orders::cancel),
+        )
         .route("/api/v1/system/stats", get(query::system_stats))
         .route("/api/v1/system/degradation", post(activity::degradation))
         .route("/health", get(query::health))

@@ -69,6 +69,10 @@ pub struct Settings {
     pub result_ttl: Duration,
     /// How long a graceful shutdown waits for the pipeline to drain.
     pub drain_timeout: Duration,
+    /// Time a buyer has to pay an order, from the sale (`orders.payment_timeout`).
+    pub payment_timeout: Duration,
+    /// How often the sweeper looks for unpaid orders past their deadline.
+    pub sweep_interval: Duration,
 }
 
 impl Default for Settings {
@@ -96,6 +100,8 @@ impl Default for Settings {
             async_workers: NonZeroUsize::new(4).expect("non-zero"),
             result_ttl: Duration::from_secs(600),
             drain_timeout: Duration::from_secs(10),
+            payment_timeout: seckill_orders::DEFAULT_PAYMENT_TIMEOUT,
+            sweep_interval: Duration::from_secs(1),
         }
     }
 }

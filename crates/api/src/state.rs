@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use crate::error::codes;
 use crate::flow::FlowControl;
-use crate::pipeline::{AsyncResults, AsyncStatus, Job, JobRunner};
+use crate::pipeline::{AsyncStatus, Job, JobRunner, ResultStore};
 use crate::stats::{Outcome, Stats};
 use crate::{ApiError, Settings};
 
@@ -34,7 +34,7 @@ pub(crate) struct Inner {
     pub(crate) broker: Arc<dyn Broker>,
     pub(crate) flow: FlowControl,
     pub(crate) stats: Stats,
-    pub(crate) results: Arc<AsyncResults>,
+    pub(crate) results: Arc<dyn ResultStore>,
     pub(crate) jobs: mpsc::Sender<Job>,
     pub(crate) settings: Settings,
     pub(crate) started: Instant,

@@ -1,6 +1,7 @@
 //! Route handlers and the request/response plumbing they share.
 
 pub(crate) mod activity;
+pub(crate) mod orders;
 pub(crate) mod purchase;
 pub(crate) mod query;
 

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::{Kind, ok, parse_json, read_body};
 use crate::ApiError;
 use crate::error::codes;
-use crate::pipeline::{AsyncStatus, Job};
+use crate::pipeline::{AsyncStatus, Job, purchase_requested};
 use crate::state::{AppState, Inner, rejection};
 use crate::stats::Outcome;
 
@@ -133,25 +133,37 @@ struct Accepted<'a> {
     status: &'static str,
 }
 
-/// Asynchronous purchase: queued, answered with a request id to poll.
+/// Asynchronous purchase: published to the broker (confirmed) before the 202 with the request
+/// id to poll.
 pub(crate) async fn purchase_async(State(state): State<AppState>, req: Request) -> Response {
     let s = &*state.0;
     let result = async {
         let request = admit(s, req).await?;
         let request_id = format!("{:032x}", rand::random::<u128>());
-        // Pending is recorded before the job can run, so a fast worker's result is never
+        // Pending is recorded before the request can run, so a fast worker's result is never
         // overwritten by it.
-        s.results.put(&request_id, AsyncStatus::Pending);
-        if s.jobs
-            .try_send(Job {
-                request_id: request_id.clone(),
-                request,
-            })
-            .is_err()
-        {
-            s.results.remove(&request_id);
+        s.results
+            .put(&request_id, &AsyncStatus::Pending)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "recording an accepted purchase failed");
+                s.stats.count(Outcome::BackendUnavailable);
+                s.flow.busy(codes::BACKEND_UNAVAILABLE)
+            })?;
+        let (done, confirmed) = tokio::sync::oneshot::channel();
+        let job = Job {
+            envelope: purchase_requested(&request_id, &request),
+            done,
+        };
+        if s.jobs.try_send(job).is_err() {
+            let _ = s.results.remove(&request_id).await;
             s.stats.count(Outcome::QueueFull);
             return Err(s.flow.busy(codes::QUEUE_FULL));
+        }
+        if !matches!(confirmed.await, Ok(Ok(()))) {
+            let _ = s.results.remove(&request_id).await;
+            s.stats.count(Outcome::BackendUnavailable);
+            return Err(s.flow.busy(codes::BACKEND_UNAVAILABLE));
         }
         s.stats.count(Outcome::Accepted);
         Ok(ok(
@@ -174,7 +186,18 @@ struct ResultView<'a> {
 
 /// The state of an asynchronous purchase.
 pub(crate) async fn result(State(state): State<AppState>, Path(id): Path<String>) -> Response {
-    match state.0.results.get(&id) {
+    let found = match state.0.results.get(&id).await {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::error!(error = %e, "reading a purchase result failed");
+            return state
+                .0
+                .flow
+                .busy(codes::BACKEND_UNAVAILABLE)
+                .into_response();
+        }
+    };
+    match found {
         Some(status) => ok(
             StatusCode::OK,
             &ResultView {

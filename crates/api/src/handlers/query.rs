@@ -179,7 +179,7 @@ struct SystemStats {
     circuit_breaker: &'static str,
     outbox_pending: Option<u64>,
     orders_queued: Option<u64>,
-    async_pending: usize,
+    async_pending: Option<usize>,
 }
 
 /// `GET /api/v1/system/stats`.
