@@ -501,3 +501,67 @@ pub fn purchase_requested(request_id: &str, request: &PurchaseRequest) -> Envelo
         }),
     )
 }
+
+/// Results of asynchronous purchases in Redis, so the instance a client polls need not be the
+/// one that ran its purchase. Keys `{prefix}:result:{request_id}`, JSON values, expiring after
+/// the time-to-live.
+#[cfg(feature = "redis")]
+pub struct RedisResults {
+    client: seckill_inventory::RedisClient,
+    prefix: String,
+    ttl: Duration,
+}
+
+#[cfg(feature = "redis")]
+impl RedisResults {
+    /// Results under `prefix`, kept for `ttl`.
+    pub fn new(client: seckill_inventory::RedisClient, prefix: &str, ttl: Duration) -> Self {
+        Self {
+            client,
+            prefix: prefix.to_owned(),
+            ttl,
+        }
+    }
+
+    fn key(&self, id: &str) -> String {
+        format!("{}:result:{id}", self.prefix)
+    }
+}
+
+#[cfg(feature = "redis")]
+#[async_trait]
+impl ResultStore for RedisResults {
+    async fn put(&self, id: &str, status: &AsyncStatus) -> Result<(), ResultStoreError> {
+        let json = serde_json::to_string(status).map_err(|e| ResultStoreError(e.to_string()))?;
+        self.client
+            .set_px(&self.key(id), &json, self.ttl)
+            .await
+            .map_err(|e| ResultStoreError(e.to_string()))
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<AsyncStatus>, ResultStoreError> {
+        let Some(json) = self
+            .client
+            .get_string(&self.key(id))
+            .await
+            .map_err(|e| ResultStoreError(e.to_string()))?
+        else {
+            return Ok(None);
+        };
+        serde_json::from_str(&json)
+            .map(Some)
+            .map_err(|e| ResultStoreError(e.to_string()))
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), ResultStoreError> {
+        self.client
+            .delete(&[self.key(id)])
+            .await
+            .map(|_| ())
+            .map_err(|e| ResultStoreError(e.to_string()))
+    }
+
+    fn pending(&self) -> Option<usize> {
+        None
+    }
+}

@@ -163,6 +163,35 @@ impl RedisClient {
         self.next().del(keys.to_vec()).await.map_err(backend)
     }
 
+    /// Sets a plain string key with a time-to-live (for callers sharing this connection, such
+    /// as the API's result store).
+    ///
+    /// # Errors
+    /// Backend failures.
+    pub async fn set_px(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<(), InventoryError> {
+        use fred::interfaces::KeysInterface;
+        use fred::types::Expiration;
+        let ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
+        self.next()
+            .set::<(), _, _>(key, value, Some(Expiration::PX(ms)), None, false)
+            .await
+            .map_err(backend)
+    }
+
+    /// Reads a plain string key.
+    ///
+    /// # Errors
+    /// Backend failures.
+    pub async fn get_string(&self, key: &str) -> Result<Option<String>, InventoryError> {
+        use fred::interfaces::KeysInterface;
+        self.next().get(key).await.map_err(backend)
+    }
+
     /// Closes every connection.
     pub async fn quit(&self) {
         let _ = self.pool.quit().await;
