@@ -345,6 +345,64 @@ pub enum MqBackend {
 pub struct MqConfig {
     /// Which backend.
     pub backend: MqBackend,
+    /// `mq.rabbitmq.*`
+    pub rabbitmq: RabbitConfig,
+    /// `mq.kafka.*`
+    pub kafka: KafkaConfig,
+}
+
+/// `mq.rabbitmq.*`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RabbitConfig {
+    /// AMQP URL.
+    pub url: String,
+    /// Prefix of exchange and queue names.
+    pub prefix: String,
+    /// Unacknowledged messages per consumer.
+    pub prefetch: u16,
+    /// Failed handlings before a message is dead-lettered.
+    pub max_attempts: u32,
+}
+
+impl Default for RabbitConfig {
+    fn default() -> Self {
+        Self {
+            url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            prefix: "seckill".into(),
+            prefetch: 256,
+            max_attempts: 5,
+        }
+    }
+}
+
+/// `mq.kafka.*`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Bootstrap brokers, `host:port`.
+    pub brokers: Vec<String>,
+    /// Prefix of topic names.
+    pub topic_prefix: String,
+    /// Partitions of topics created by the service.
+    pub partitions: i32,
+    /// How long a produce waits to batch with others.
+    #[serde(with = "humantime_serde")]
+    pub linger: Duration,
+    /// Failed handlings before a message goes to the `.dlq` topic.
+    pub max_attempts: u32,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: vec!["127.0.0.1:9092".into()],
+            topic_prefix: String::new(),
+            partitions: 4,
+            linger: Duration::from_millis(5),
+            max_attempts: 5,
+        }
+    }
 }
 
 /// Order stores.
@@ -359,11 +417,37 @@ pub enum OrderStoreBackend {
 }
 
 /// `orders.*`
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OrdersConfig {
     /// Which store.
     pub store: OrderStoreBackend,
+    /// PostgreSQL URL (`orders.store = postgres`).
+    pub database_url: String,
+    /// Schema of the tables (`None`: the database's default).
+    pub schema: Option<String>,
+    /// Connections to PostgreSQL.
+    pub pool_size: usize,
+    /// Time a buyer has to pay, from the sale; then the order is cancelled and its items go
+    /// back on sale.
+    #[serde(with = "humantime_serde")]
+    pub payment_timeout: Duration,
+    /// How often unpaid orders past their deadline are looked for.
+    #[serde(with = "humantime_serde")]
+    pub sweep_interval: Duration,
+}
+
+impl Default for OrdersConfig {
+    fn default() -> Self {
+        Self {
+            store: OrderStoreBackend::Memory,
+            database_url: "postgres://postgres@127.0.0.1:5432/postgres".into(),
+            schema: None,
+            pool_size: 8,
+            payment_timeout: Duration::from_secs(15 * 60),
+            sweep_interval: Duration::from_secs(1),
+        }
+    }
 }
 
 /// `telemetry.*`
@@ -568,17 +652,66 @@ impl Config {
                 "must be non-empty and free of braces".into(),
             ));
         }
-        if self.mq.backend != MqBackend::Memory {
-            p.push((
-                "mq.backend",
-                "only \"memory\" is available in this build".into(),
-            ));
+        let mq = &self.mq;
+        if mq.backend == MqBackend::Rabbitmq {
+            if !(mq.rabbitmq.url.starts_with("amqp://") || mq.rabbitmq.url.starts_with("amqps://"))
+            {
+                p.push((
+                    "mq.rabbitmq.url",
+                    "must start with amqp:// or amqps://".into(),
+                ));
+            }
+            if mq.rabbitmq.prefix.is_empty() {
+                p.push(("mq.rabbitmq.prefix", "must be non-empty".into()));
+            }
+            if mq.rabbitmq.prefetch == 0 {
+                p.push(("mq.rabbitmq.prefetch", "must be at least 1".into()));
+            }
+            if mq.rabbitmq.max_attempts == 0 {
+                p.push(("mq.rabbitmq.max_attempts", "must be at least 1".into()));
+            }
         }
-        if self.orders.store != OrderStoreBackend::Memory {
-            p.push((
-                "orders.store",
-                "only \"memory\" is available in this build".into(),
-            ));
+        if mq.backend == MqBackend::Kafka {
+            if mq.kafka.brokers.is_empty() || mq.kafka.brokers.iter().any(|b| !b.contains(':')) {
+                p.push(("mq.kafka.brokers", "must list host:port addresses".into()));
+            }
+            if !(1..=1024).contains(&mq.kafka.partitions) {
+                p.push(("mq.kafka.partitions", "must be between 1 and 1024".into()));
+            }
+            if mq.kafka.max_attempts == 0 {
+                p.push(("mq.kafka.max_attempts", "must be at least 1".into()));
+            }
+            if mq.kafka.linger > Duration::from_secs(1) {
+                p.push(("mq.kafka.linger", "must be at most 1s".into()));
+            }
+        }
+        let o = &self.orders;
+        if o.store == OrderStoreBackend::Postgres {
+            if !(o.database_url.starts_with("postgres://")
+                || o.database_url.starts_with("postgresql://"))
+            {
+                p.push((
+                    "orders.database_url",
+                    "must start with postgres:// or postgresql://".into(),
+                ));
+            }
+            if o.schema.as_ref().is_some_and(|s| {
+                s.is_empty() || !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            }) {
+                p.push((
+                    "orders.schema",
+                    "only letters, digits and _ are allowed".into(),
+                ));
+            }
+            if o.pool_size == 0 || o.pool_size > 256 {
+                p.push(("orders.pool_size", "must be between 1 and 256".into()));
+            }
+        }
+        if o.payment_timeout < Duration::from_secs(1) {
+            p.push(("orders.payment_timeout", "must be at least 1s".into()));
+        }
+        if o.sweep_interval.is_zero() {
+            p.push(("orders.sweep_interval", "must be longer than 0s".into()));
         }
         p
     }
@@ -609,6 +742,53 @@ impl Config {
                 ..seckill_inventory::RedisInventoryOptions::default()
             },
         )
+    }
+
+    /// Settings of the RabbitMQ broker. The order service's and the purchase workers' queues
+    /// are declared at connect, so nothing published before they first subscribe is dropped.
+    pub fn rabbit_settings(&self) -> seckill_mq::RabbitSettings {
+        let r = &self.mq.rabbitmq;
+        seckill_mq::RabbitSettings {
+            url: r.url.clone(),
+            prefix: r.prefix.clone(),
+            prefetch: r.prefetch,
+            max_attempts: r.max_attempts,
+            groups: vec![
+                (
+                    seckill_mq::Topic::OrderCreated,
+                    seckill_orders::ORDER_SERVICE_GROUP.to_owned(),
+                ),
+                (
+                    seckill_mq::Topic::PurchaseRequested,
+                    seckill_api::pipeline::PURCHASE_WORKERS_GROUP.to_owned(),
+                ),
+            ],
+            ..seckill_mq::RabbitSettings::default()
+        }
+    }
+
+    /// Settings of the Kafka broker.
+    pub fn kafka_settings(&self) -> seckill_mq::KafkaSettings {
+        let k = &self.mq.kafka;
+        seckill_mq::KafkaSettings {
+            brokers: k.brokers.clone(),
+            topic_prefix: k.topic_prefix.clone(),
+            partitions: k.partitions,
+            linger: k.linger,
+            max_attempts: k.max_attempts,
+            ..seckill_mq::KafkaSettings::default()
+        }
+    }
+
+    /// Settings of the PostgreSQL order store.
+    pub fn pg_settings(&self) -> seckill_orders::PgSettings {
+        let o = &self.orders;
+        seckill_orders::PgSettings {
+            url: o.database_url.clone(),
+            schema: o.schema.clone(),
+            pool_size: o.pool_size,
+            ..seckill_orders::PgSettings::default()
+        }
     }
 
     /// The API's settings. Call only on a configuration without [`Config::problems`].
@@ -650,6 +830,8 @@ impl Config {
             async_workers: NonZeroUsize::new(s.async_workers.max(1)).expect("non-zero"),
             result_ttl: s.result_ttl,
             drain_timeout: self.server.shutdown_timeout,
+            payment_timeout: self.orders.payment_timeout,
+            sweep_interval: self.orders.sweep_interval,
         }
     }
 }
@@ -799,11 +981,36 @@ mod tests {
     }
 
     #[test]
-    fn unavailable_backends_are_refused_by_name() {
+    fn broker_and_order_store_settings_are_read_and_validated() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("SECKILL_MQ__BACKEND", "kafka");
+            jail.set_env("SECKILL_ORDERS__STORE", "postgres");
+            jail.set_env("SECKILL_ORDERS__PAYMENT_TIMEOUT", "2m");
+            let c = load(&FileChoice::Default).unwrap();
+            assert_eq!(c.mq.backend, MqBackend::Kafka);
+            assert_eq!(c.mq.kafka.brokers, ["127.0.0.1:9092"]);
+            assert_eq!(c.orders.store, OrderStoreBackend::Postgres);
+            assert_eq!(
+                c.orders.database_url,
+                "postgres://postgres@127.0.0.1:5432/postgres"
+            );
+            assert_eq!(c.api_settings().payment_timeout, Duration::from_secs(120));
+            jail.set_env("SECKILL_MQ__KAFKA__PARTITIONS", "0");
             let err = load(&FileChoice::Default).unwrap_err();
-            assert!(err.contains("mq.backend"), "{err}");
+            assert!(err.contains("mq.kafka.partitions"), "{err}");
+            assert!(err.contains("SECKILL_MQ__KAFKA__PARTITIONS"), "{err}");
+            jail.set_env("SECKILL_MQ__KAFKA__PARTITIONS", "2");
+            jail.set_env("SECKILL_MQ__BACKEND", "rabbitmq");
+            jail.set_env("SECKILL_MQ__RABBITMQ__URL", "http://x");
+            let err = load(&FileChoice::Default).unwrap_err();
+            assert!(err.contains("mq.rabbitmq.url"), "{err}");
+            jail.set_env(
+                "SECKILL_MQ__RABBITMQ__URL",
+                "amqp://guest:guest@127.0.0.1:5672/%2f",
+            );
+            jail.set_env("SECKILL_ORDERS__DATABASE_URL", "mysql://x");
+            let err = load(&FileChoice::Default).unwrap_err();
+            assert!(err.contains("orders.database_url"), "{err}");
             jail.set_env("SECKILL_MQ__BACKEND", "pigeon");
             let err = load(&FileChoice::Default).unwrap_err();
             assert!(err.contains("mq.backend"), "{err}");

@@ -6,12 +6,15 @@
 //! An invalid configuration exits with status 64, naming each bad key and its source.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use seckill_api::{App, Components};
 use tokio::net::TcpListener;
 
-use seckill_server::config::{self, Config, FileChoice, InventoryBackend};
+use seckill_server::config::{
+    self, Config, FileChoice, InventoryBackend, MqBackend, OrderStoreBackend,
+};
 use seckill_server::telemetry;
 
 /// Exit status for an invalid configuration (EX_USAGE).
@@ -59,19 +62,7 @@ async fn main() -> ExitCode {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     let render = telemetry::init_metrics(&config.telemetry)?;
-    let mut components = Components::embedded();
-    if config.inventory.backend == InventoryBackend::Redis {
-        let (settings, options) = config.redis_settings();
-        let inventory = seckill_inventory::RedisInventory::connect(&settings, options)
-            .await
-            .with_context(|| {
-                format!(
-                    "connecting to Redis at {}:{} (inventory.backend = redis)",
-                    settings.host, settings.port
-                )
-            })?;
-        components.inventory = std::sync::Arc::new(inventory);
-    }
+    let components = components(&config).await?;
     let app = App::start(config.api_settings(), components, render)
         .await
         .context("starting the order pipeline")?;
@@ -89,6 +80,90 @@ async fn run(config: Config) -> anyhow::Result<()> {
     seckill_api::serve(listener, app, shutdown_signal()).await?;
     tracing::info!("seckill-server stopped");
     Ok(())
+}
+
+/// Builds the backends the configuration names; embedded (in-process) for the rest.
+async fn components(config: &Config) -> anyhow::Result<Components> {
+    let mut components = Components::embedded();
+    if config.inventory.backend == InventoryBackend::Redis {
+        let (settings, options) = config.redis_settings();
+        let prefix = options.key_prefix.clone();
+        let inventory = seckill_inventory::RedisInventory::connect(&settings, options)
+            .await
+            .with_context(|| {
+                format!(
+                    "connecting to Redis at {}:{} (inventory.backend = redis)",
+                    settings.host, settings.port
+                )
+            })?;
+        // Asynchronous results live beside the stock, so any instance answers the poll.
+        components.results = Some(Arc::new(seckill_api::pipeline::RedisResults::new(
+            inventory.client().clone(),
+            &prefix,
+            config.seckill.result_ttl,
+        )));
+        components.inventory = Arc::new(inventory);
+    }
+    let mut pg = None;
+    if config.orders.store == OrderStoreBackend::Postgres {
+        let settings = config.pg_settings();
+        let store = seckill_orders::PgOrderStore::connect(&settings)
+            .await
+            .context("connecting to PostgreSQL (orders.store = postgres)")?;
+        let store = Arc::new(store);
+        components.orders = store.clone();
+        pg = Some(store);
+    }
+    match config.mq.backend {
+        MqBackend::Memory => {}
+        MqBackend::Rabbitmq => {
+            let broker = seckill_mq::RabbitBroker::connect(config.rabbit_settings())
+                .await
+                .with_context(|| {
+                    format!(
+                        "connecting to RabbitMQ at {} (mq.backend = rabbitmq)",
+                        redact(&config.mq.rabbitmq.url)
+                    )
+                })?;
+            components.broker = Arc::new(broker);
+        }
+        MqBackend::Kafka => {
+            // Consumer positions are kept beside the orders when those are in PostgreSQL.
+            let offsets: Arc<dyn seckill_mq::OffsetStore> = match &pg {
+                Some(store) => store.clone(),
+                None => {
+                    tracing::warn!(
+                        "mq.backend = kafka with orders.store = memory: consumer positions are kept in memory; a restart re-reads each partition from its start"
+                    );
+                    Arc::new(seckill_mq::MemoryOffsetStore::new())
+                }
+            };
+            let broker = seckill_mq::KafkaBroker::connect(config.kafka_settings(), offsets)
+                .await
+                .with_context(|| {
+                    format!(
+                        "connecting to Kafka at {:?} (mq.backend = kafka)",
+                        config.mq.kafka.brokers
+                    )
+                })?;
+            components.broker = Arc::new(broker);
+        }
+    }
+    Ok(components)
+}
+
+/// A URL with its password hidden, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
 }
 
 /// Completes on SIGINT or SIGTERM.

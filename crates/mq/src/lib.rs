@@ -12,6 +12,7 @@
 //! - [`memory`]: the in-process [`MemoryBroker`].
 //! - [`offsets`]: [`OffsetStore`], consumer positions and partition leases for brokers without
 //!   consumer groups.
+//! - `kafka` (feature `kafka`): the Kafka backend `KafkaBroker`, on rskafka and an [`OffsetStore`].
 //! - [`error`]: the error type [`MqError`].
 //!
 //! # Example
@@ -38,6 +39,8 @@
 //! ```
 
 pub mod error;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod memory;
 pub mod message;
 pub mod offsets;
@@ -46,6 +49,8 @@ pub mod publisher;
 pub mod rabbitmq;
 
 pub use error::MqError;
+#[cfg(feature = "kafka")]
+pub use kafka::{KafkaBroker, KafkaSettings};
 pub use memory::MemoryBroker;
 pub use message::{
     Envelope, Message, OrderCreated, PurchaseRequested, PurchaseResult, StockChangeReason,

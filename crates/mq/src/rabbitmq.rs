@@ -547,6 +547,20 @@ impl Subscription for RabbitSubscription {
     }
 }
 
+impl Drop for RabbitSubscription {
+    fn drop(&mut self) {
+        // Closing the channel hands its prefetched, unacknowledged messages back to the queue
+        // now, instead of when the connection closes.
+        if let (Some((_, channel)), Ok(rt)) =
+            (self.consumer.take(), tokio::runtime::Handle::try_current())
+        {
+            rt.spawn(async move {
+                let _ = channel.close(200, short("subscription dropped")).await;
+            });
+        }
+    }
+}
+
 struct RabbitAcker {
     acker: Option<lapin::Acker>,
     channel: Channel,

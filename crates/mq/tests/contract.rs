@@ -155,3 +155,37 @@ async fn memory_keeps_messages_published_before_the_first_group_and_dead_letters
     assert!(matches!(sub.next().await, Err(seckill_mq::MqError::Closed)));
     assert!(broker.publish(&order(3)).await.is_err());
 }
+
+/// Settings for a Kafka broker of its own: a topic prefix no other test (or run) uses.
+#[cfg(feature = "kafka")]
+fn kafka_settings() -> seckill_mq::KafkaSettings {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    seckill_mq::KafkaSettings {
+        topic_prefix: format!("t-{}-{nanos}-{n}-", std::process::id()),
+        ..Default::default()
+    }
+}
+
+#[cfg(feature = "kafka")]
+contract!(
+    kafka,
+    async {
+        Arc::new(
+            seckill_mq::KafkaBroker::connect(
+                kafka_settings(),
+                Arc::new(seckill_mq::MemoryOffsetStore::new()),
+            )
+            .await
+            .unwrap(),
+        )
+    },
+    |b: Arc<seckill_mq::KafkaBroker>| async move {
+        b.shutdown().await;
+        b.delete_topics().await.unwrap();
+    }
+);
