@@ -31,6 +31,9 @@ use crate::error::codes;
 /// The consumer group of the asynchronous purchase workers.
 pub const PURCHASE_WORKERS_GROUP: &str = "purchase-workers";
 
+/// Concurrent order consumers per instance: the store's and the broker's round trips overlap.
+const ORDER_CONSUMERS: usize = 4;
+
 /// Accepted asynchronous purchases published per broker batch.
 const PUBLISH_BATCH: usize = 256;
 
@@ -290,14 +293,14 @@ impl Pipeline {
             broker.clone(),
             stop.clone(),
         )));
-        let sub = broker
-            .subscribe(Topic::OrderCreated, ORDER_SERVICE_GROUP)
-            .await?;
-        tasks.push(tokio::spawn(
-            OrderConsumer::new(orders.clone(), broker.clone())
-                .with_payment_timeout(payment_timeout)
-                .run(sub, stop.clone()),
-        ));
+        let consumer =
+            OrderConsumer::new(orders.clone(), broker.clone()).with_payment_timeout(payment_timeout);
+        for _ in 0..ORDER_CONSUMERS {
+            let sub = broker
+                .subscribe(Topic::OrderCreated, ORDER_SERVICE_GROUP)
+                .await?;
+            tasks.push(tokio::spawn(consumer.clone().run(sub, stop.clone())));
+        }
         tasks.push(tokio::spawn(crate::lifecycle::sweeper(
             inventory.clone(),
             orders,

@@ -3,6 +3,8 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod faulty;
+pub mod proxy;
+pub mod stack;
 
 use std::time::Duration;
 
@@ -17,6 +19,8 @@ pub struct Server {
     pub app_state: seckill_api::AppState,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
+    /// The pipeline, when the test holds it (see [`Server::start_holding_pipeline`]).
+    pipeline: Option<seckill_api::Pipeline>,
 }
 
 /// Settings for tests: the specification's, without the global rate limit unless a test sets it.
@@ -41,14 +45,60 @@ impl Server {
         }));
         Self {
             base: format!("http://{addr}"),
-            client: reqwest::Client::builder()
-                .pool_max_idle_per_host(256)
-                .build()
-                .unwrap(),
+            client: client(),
             app_state,
             stop: Some(tx),
             task: Some(task),
+            pipeline: None,
         }
+    }
+
+    /// Starts an instance whose pipeline the test holds, so it can crash it
+    /// ([`Server::crash_pipeline`]) while the HTTP side keeps serving.
+    pub async fn start_holding_pipeline(settings: Settings, components: Components) -> Self {
+        let App {
+            router,
+            pipeline,
+            state,
+        } = App::start(settings, components, None)
+            .await
+            .expect("app starts");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await
+        });
+        Self {
+            base: format!("http://{addr}"),
+            client: client(),
+            app_state: state,
+            stop: Some(tx),
+            task: Some(task),
+            pipeline: Some(pipeline),
+        }
+    }
+
+    /// Takes the held pipeline, to crash it with [`seckill_api::Pipeline::abort`] while the
+    /// server is borrowed elsewhere.
+    pub fn take_pipeline(&mut self) -> seckill_api::Pipeline {
+        self.pipeline
+            .take()
+            .expect("started with start_holding_pipeline")
+    }
+
+    /// Kills this instance's relay, order consumers, workers and sweeper mid-stream, as a
+    /// crash would; the HTTP side keeps taking purchases.
+    pub async fn crash_pipeline(&mut self) {
+        self.pipeline
+            .take()
+            .expect("started with start_holding_pipeline")
+            .abort()
+            .await;
     }
 
     pub async fn embedded() -> Self {
@@ -101,7 +151,13 @@ impl Server {
     /// Polls the product's stats until `orders_created` reaches `n` (the pipeline is
     /// asynchronous), failing after 10 s.
     pub async fn wait_orders(&self, product_id: u64, n: u64) -> Value {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        self.wait_orders_within(product_id, n, Duration::from_secs(10))
+            .await
+    }
+
+    /// [`Server::wait_orders`] with a deadline of `within`.
+    pub async fn wait_orders_within(&self, product_id: u64, n: u64, within: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + within;
         loop {
             let st = self.stats(product_id).await;
             if st["orders_created"] == n {
@@ -119,7 +175,20 @@ impl Server {
     pub async fn shutdown(mut self) {
         let _ = self.stop.take().unwrap().send(());
         self.task.take().unwrap().await.unwrap().unwrap();
+        if let Some(p) = self.pipeline.take() {
+            assert!(
+                p.shutdown(Duration::from_secs(30)).await,
+                "pipeline drained"
+            );
+        }
     }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()
+        .unwrap()
 }
 
 /// Which inventory a test runs on.
