@@ -293,8 +293,8 @@ impl Pipeline {
             broker.clone(),
             stop.clone(),
         )));
-        let consumer =
-            OrderConsumer::new(orders.clone(), broker.clone()).with_payment_timeout(payment_timeout);
+        let consumer = OrderConsumer::new(orders.clone(), broker.clone())
+            .with_payment_timeout(payment_timeout);
         for _ in 0..ORDER_CONSUMERS {
             let sub = broker
                 .subscribe(Topic::OrderCreated, ORDER_SERVICE_GROUP)

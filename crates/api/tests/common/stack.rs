@@ -134,10 +134,12 @@ impl Stack {
     /// Drops every broker connection made so far without a goodbye, as a killed process does:
     /// RabbitMQ requeues their unacknowledged messages, Kafka partition leases lapse.
     pub async fn kill_brokers(&self) {
-        for r in self.rabbits.lock().drain(..).collect::<Vec<_>>() {
+        let rabbits: Vec<_> = self.rabbits.lock().drain(..).collect();
+        for r in rabbits {
             r.close().await;
         }
-        for k in self.kafkas.lock().drain(..).collect::<Vec<_>>() {
+        let kafkas: Vec<_> = self.kafkas.lock().drain(..).collect();
+        for k in kafkas {
             k.shutdown().await;
         }
     }
