@@ -6,7 +6,8 @@
 //!     --body '{"product_id":1001,"user_id":{user},"quantity":1}' --connections 64 --seconds 10
 //! seckill-bench bare --port 18090
 //! ```
-//! `{user}` in the body is replaced by a counter (1, 2, …) per request. `load` prints one JSON
+//! `{user}` in the body is replaced by a counter (1, 2, …) per request; `--rate R` paces the
+//! whole load at R requests per second (otherwise each connection sends as fast as answered). `load` prints one JSON
 //! line: requests, requests per second, statuses, latency percentiles in microseconds.
 
 use std::collections::BTreeMap;
@@ -28,6 +29,9 @@ struct LoadArgs {
     seconds: u64,
     threads: usize,
     user_start: u64,
+    /// Total requests per second to pace at (spread over the connections); `None`: as fast as
+    /// the server answers.
+    rate: Option<f64>,
 }
 
 fn parse_load(args: &[String]) -> anyhow::Result<LoadArgs> {
@@ -38,6 +42,7 @@ fn parse_load(args: &[String]) -> anyhow::Result<LoadArgs> {
         seconds: 10,
         threads: 1,
         user_start: 1,
+        rate: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -49,6 +54,7 @@ fn parse_load(args: &[String]) -> anyhow::Result<LoadArgs> {
             "--seconds" => out.seconds = val()?.parse()?,
             "--threads" => out.threads = val()?.parse()?,
             "--user-start" => out.user_start = val()?.parse()?,
+            "--rate" => out.rate = Some(val()?.parse()?),
             other => bail!("unknown argument {other}"),
         }
     }
@@ -75,7 +81,16 @@ async fn connection(
     tokio::spawn(conn);
     let authority = format!("{host}:{port}");
     let mut res = ConnResult::default();
+    // Paced: this connection's share of the rate, one request per interval.
+    let interval = args
+        .rate
+        .map(|r| Duration::from_secs_f64(args.connections as f64 / r.max(0.001)));
+    let mut next = tokio::time::Instant::now();
     while !stop.load(Ordering::Relaxed) {
+        if let Some(i) = interval {
+            tokio::time::sleep_until(next).await;
+            next += i;
+        }
         let req = match &args.body {
             Some(tpl) => {
                 let body = if tpl.contains("{user}") {

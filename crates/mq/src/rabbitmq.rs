@@ -158,41 +158,60 @@ impl RabbitBroker {
             return Ok(c.clone());
         }
         if let Some(old) = slot.take() {
-            let _ = old.connection.close(0, short("reconnecting")).await;
+            // Closing a broken connection can wait on a peer that is gone: never under the lock.
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(1),
+                    old.connection.close(0, short("reconnecting")),
+                )
+                .await;
+            });
         }
         let s = &self.inner.settings;
-        let connection = tokio::time::timeout(
-            s.confirm_timeout,
-            Connection::connect(&s.url, ConnectionProperties::default()),
-        )
-        .await
-        .map_err(|_| MqError::Timeout)?
-        .map_err(backend)?;
-        let publish = connection.create_channel().await.map_err(backend)?;
-        publish
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(backend)?;
-        for name in [s.prefix.clone(), self.dlx()] {
-            publish
-                .exchange_declare(
-                    short(&name),
-                    ExchangeKind::Direct,
-                    ExchangeDeclareOptions {
-                        durable: true,
-                        ..ExchangeDeclareOptions::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await
-                .map_err(backend)?;
-        }
+        let (connection, publish) = self
+            .bounded(async {
+                let connection = Connection::connect(&s.url, ConnectionProperties::default())
+                    .await
+                    .map_err(backend)?;
+                let publish = connection.create_channel().await.map_err(backend)?;
+                publish
+                    .confirm_select(ConfirmSelectOptions::default())
+                    .await
+                    .map_err(backend)?;
+                for name in [s.prefix.clone(), self.dlx()] {
+                    publish
+                        .exchange_declare(
+                            short(&name),
+                            ExchangeKind::Direct,
+                            ExchangeDeclareOptions {
+                                durable: true,
+                                ..ExchangeDeclareOptions::default()
+                            },
+                            FieldTable::default(),
+                        )
+                        .await
+                        .map_err(backend)?;
+                }
+                Ok((connection, publish))
+            })
+            .await?;
         let conn = Arc::new(Conn {
             connection,
             publish,
         });
         *slot = Some(conn.clone());
         Ok(conn)
+    }
+
+    /// Runs a broker operation with the settings' timeout: a peer that stops answering fails
+    /// the call instead of hanging it.
+    async fn bounded<T>(
+        &self,
+        op: impl std::future::Future<Output = Result<T, MqError>>,
+    ) -> Result<T, MqError> {
+        tokio::time::timeout(self.inner.settings.confirm_timeout, op)
+            .await
+            .map_err(|_| MqError::Timeout)?
     }
 
     async fn invalidate(&self, broken: &Arc<Conn>) {
@@ -268,23 +287,23 @@ impl RabbitBroker {
         messages: &[(String, String, Vec<u8>, BasicProperties)],
     ) -> Result<(), MqError> {
         let conn = self.conn().await?;
-        let result = async {
-            let mut confirms = Vec::with_capacity(messages.len());
-            for (exchange, key, payload, props) in messages {
-                confirms.push(
-                    conn.publish
-                        .basic_publish(
-                            short(exchange),
-                            short(key),
-                            BasicPublishOptions::default(),
-                            payload,
-                            props.clone(),
-                        )
-                        .await
-                        .map_err(backend)?,
-                );
-            }
-            tokio::time::timeout(self.inner.settings.confirm_timeout, async {
+        let result = self
+            .bounded(async {
+                let mut confirms = Vec::with_capacity(messages.len());
+                for (exchange, key, payload, props) in messages {
+                    confirms.push(
+                        conn.publish
+                            .basic_publish(
+                                short(exchange),
+                                short(key),
+                                BasicPublishOptions::default(),
+                                payload,
+                                props.clone(),
+                            )
+                            .await
+                            .map_err(backend)?,
+                    );
+                }
                 for c in confirms {
                     if c.await.map_err(backend)?.is_nack() {
                         return Err(MqError::Nacked);
@@ -292,10 +311,7 @@ impl RabbitBroker {
                 }
                 Ok(())
             })
-            .await
-            .map_err(|_| MqError::Timeout)?
-        }
-        .await;
+            .await;
         if matches!(result, Err(MqError::Backend(_) | MqError::Timeout)) {
             self.invalidate(&conn).await;
         }
@@ -313,26 +329,37 @@ impl RabbitBroker {
 
     async fn message_count(&self, queue: &str) -> Result<u64, MqError> {
         let conn = self.conn().await?;
-        // A passive declare of a missing queue closes its channel: use a throwaway one.
-        let ch = conn.connection.create_channel().await.map_err(backend)?;
-        let r = ch
-            .queue_declare(
-                short(queue),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
+        let r = self
+            .bounded(async {
+                // A passive declare of a missing queue closes its channel: use a throwaway one.
+                let ch = conn.connection.create_channel().await.map_err(backend)?;
+                let r = ch
+                    .queue_declare(
+                        short(queue),
+                        QueueDeclareOptions {
+                            passive: true,
+                            ..QueueDeclareOptions::default()
+                        },
+                        FieldTable::default(),
+                    )
+                    .await;
+                tokio::spawn(async move {
+                    let _ = ch.close(200, short("done")).await;
+                });
+                Ok(r)
+            })
             .await;
-        let _ = ch.close(200, short("done")).await;
         match r {
-            Ok(q) => Ok(u64::from(q.message_count())),
-            Err(_) if !conn.usable() => {
+            Ok(Ok(q)) => Ok(u64::from(q.message_count())),
+            Ok(Err(_)) if conn.usable() => Ok(0),
+            Ok(Err(_)) => {
                 self.invalidate(&conn).await;
                 Err(MqError::Closed)
             }
-            Err(_) => Ok(0),
+            Err(e) => {
+                self.invalidate(&conn).await;
+                Err(e)
+            }
         }
     }
 
@@ -363,8 +390,13 @@ impl RabbitBroker {
     /// Closes the connection; subscriptions end with [`MqError::Closed`].
     pub async fn close(&self) {
         self.inner.closed.store(true, Ordering::SeqCst);
-        if let Some(c) = self.inner.conn.lock().await.take() {
-            let _ = c.connection.close(200, short("closing")).await;
+        let conn = self.inner.conn.lock().await.take();
+        if let Some(c) = conn {
+            let _ = tokio::time::timeout(
+                self.inner.settings.confirm_timeout,
+                c.connection.close(200, short("closing")),
+            )
+            .await;
         }
     }
 }
@@ -447,29 +479,31 @@ struct RabbitSubscription {
 impl RabbitSubscription {
     async fn open(&mut self) -> Result<(), MqError> {
         let conn = self.broker.conn().await?;
-        let r = async {
-            self.broker
-                .declare_queue(&conn, self.topic, &self.group)
-                .await?;
-            let ch = conn.connection.create_channel().await.map_err(backend)?;
-            ch.basic_qos(
-                self.broker.inner.settings.prefetch,
-                BasicQosOptions::default(),
-            )
-            .await
-            .map_err(backend)?;
-            let consumer = ch
-                .basic_consume(
-                    short(&self.queue),
-                    short(""),
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
+        let broker = self.broker.clone();
+        let r = broker
+            .bounded(async {
+                self.broker
+                    .declare_queue(&conn, self.topic, &self.group)
+                    .await?;
+                let ch = conn.connection.create_channel().await.map_err(backend)?;
+                ch.basic_qos(
+                    self.broker.inner.settings.prefetch,
+                    BasicQosOptions::default(),
                 )
                 .await
                 .map_err(backend)?;
-            Ok((consumer, ch))
-        }
-        .await;
+                let consumer = ch
+                    .basic_consume(
+                        short(&self.queue),
+                        short(""),
+                        BasicConsumeOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await
+                    .map_err(backend)?;
+                Ok((consumer, ch))
+            })
+            .await;
         match r {
             Ok(c) => {
                 self.consumer = Some(c);
@@ -592,10 +626,14 @@ impl RabbitAcker {
 impl Acker for RabbitAcker {
     async fn ack(&self) -> Result<(), MqError> {
         if self.settle() {
-            self.acker()
-                .ack(BasicAckOptions::default())
-                .await
-                .map_err(backend)?;
+            self.broker
+                .bounded(async {
+                    self.acker()
+                        .ack(BasicAckOptions::default())
+                        .await
+                        .map_err(backend)
+                })
+                .await?;
         }
         Ok(())
     }
@@ -617,32 +655,34 @@ impl Acker for RabbitAcker {
                     properties(&self.id, attempts),
                 )])
                 .await;
-            if republished.is_ok() {
-                return self
-                    .acker()
-                    .ack(BasicAckOptions::default())
-                    .await
-                    .map(|_| ())
-                    .map_err(backend);
-            }
-            return self
-                .acker()
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    ..BasicNackOptions::default()
-                })
-                .await
+            let settle = async {
+                if republished.is_ok() {
+                    self.acker().ack(BasicAckOptions::default()).await
+                } else {
+                    self.acker()
+                        .nack(BasicNackOptions {
+                            requeue: true,
+                            ..BasicNackOptions::default()
+                        })
+                        .await
+                }
                 .map(|_| ())
-                .map_err(backend);
+                .map_err(backend)
+            };
+            return self.broker.bounded(settle).await;
         }
         if requeue {
             tracing::error!(id = %self.id, queue = %self.queue, attempts, "rabbitmq: message failed too often; dead-lettered");
         }
-        self.acker()
-            .reject(BasicRejectOptions { requeue: false })
+        self.broker
+            .bounded(async {
+                self.acker()
+                    .reject(BasicRejectOptions { requeue: false })
+                    .await
+                    .map(|_| ())
+                    .map_err(backend)
+            })
             .await
-            .map(|_| ())
-            .map_err(backend)
     }
 }
 
