@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use seckill_mq::{
     Broker, Delivery, Envelope, Message, MqError, OrderCreated, PurchaseResult, StockChangeReason,
     StockChanged, Subscription,
@@ -27,6 +28,9 @@ pub struct OrderConsumer {
     broker: Arc<dyn Broker>,
     payment_timeout: Duration,
 }
+
+/// Most deliveries handled together by [`OrderConsumer::run`].
+pub const MAX_BATCH: usize = 128;
 
 /// The default time a buyer has to pay: 15 minutes from the sale.
 pub const DEFAULT_PAYMENT_TIMEOUT: Duration = Duration::from_secs(15 * 60);
@@ -55,21 +59,44 @@ impl OrderConsumer {
     /// # Errors
     /// The store or the broker failed; the message must be retried.
     pub async fn handle(&self, envelope: &Envelope) -> Result<(), OrderError> {
-        let Message::OrderCreated(oc) = &envelope.message else {
-            tracing::warn!(id = %envelope.id, "order consumer ignores a message of another type");
+        self.handle_batch(std::slice::from_ref(envelope)).await
+    }
+
+    /// Handles several envelopes together: one insert of all their orders, one publish of all
+    /// their follow-ups. Types other than `OrderCreated` are ignored.
+    ///
+    /// # Errors
+    /// The store or the broker failed; every message of the batch must be retried.
+    pub async fn handle_batch(&self, envelopes: &[Envelope]) -> Result<(), OrderError> {
+        let sales: Vec<&OrderCreated> = envelopes
+            .iter()
+            .filter_map(|e| match &e.message {
+                Message::OrderCreated(oc) => Some(oc),
+                _ => {
+                    tracing::warn!(id = %e.id, "order consumer ignores a message of another type");
+                    None
+                }
+            })
+            .collect();
+        if sales.is_empty() {
             return Ok(());
-        };
-        let order = order_from(oc, self.payment_timeout);
-        let new = self.store.insert(&order).await?;
-        if new {
+        }
+        let orders: Vec<Order> = sales
+            .iter()
+            .map(|oc| order_from(oc, self.payment_timeout))
+            .collect();
+        let new = self.store.insert_many(&orders).await?;
+        let now = now_ms();
+        for (oc, _) in sales.iter().zip(&new).filter(|(_, new)| **new) {
             metrics::counter!("seckill_orders_stored_total").increment(1);
-            let lag = (now_ms() - oc.sold_at_ms).max(0) as f64 / 1000.0;
+            let lag = (now - oc.sold_at_ms).max(0) as f64 / 1000.0;
             metrics::histogram!("seckill_order_pipeline_lag_seconds").record(lag);
         }
         // Published even when the order existed: a consumer that died between the insert and
         // these publishes must not lose the notification.
-        let follow_ups = [
-            Envelope::new(
+        let mut follow_ups = Vec::with_capacity(sales.len() * 2);
+        for oc in &sales {
+            follow_ups.push(Envelope::new(
                 format!("pr-{}", oc.order_id),
                 Message::PurchaseResult(PurchaseResult {
                     product_id: oc.product_id,
@@ -77,8 +104,8 @@ impl OrderConsumer {
                     order_id: Some(oc.order_id.clone()),
                     status: "success".into(),
                 }),
-            ),
-            Envelope::new(
+            ));
+            follow_ups.push(Envelope::new(
                 format!("sc-{}", oc.order_id),
                 Message::StockChanged(StockChanged {
                     product_id: oc.product_id,
@@ -86,36 +113,70 @@ impl OrderConsumer {
                     reason: StockChangeReason::Sold,
                     order_id: oc.order_id.clone(),
                 }),
-            ),
-        ];
+            ));
+        }
         self.broker.publish_batch(&follow_ups).await?;
         Ok(())
     }
 
-    /// Consumes `subscription` until `shutdown` is cancelled or the broker closes.
+    /// Consumes `subscription` until `shutdown` is cancelled or the broker closes. Deliveries
+    /// already waiting are handled together (up to [`MAX_BATCH`]), so the store and the broker
+    /// see one round trip per batch instead of per sale; a batch that fails is retried one
+    /// message at a time, so one bad message cannot hold back its neighbours.
     pub async fn run(self, mut subscription: Box<dyn Subscription>, shutdown: CancellationToken) {
         let mut backoff = Backoff::default();
         loop {
-            let delivery = tokio::select! {
+            let first = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return,
                 d = subscription.next() => d,
             };
-            match delivery {
-                Ok(d) => {
-                    if self.settle(d).await {
-                        backoff.reset();
-                    } else if backoff.wait(&shutdown).await {
-                        return;
-                    }
-                }
+            let first = match first {
+                Ok(d) => d,
                 Err(MqError::Closed) => return,
                 Err(e) => {
                     tracing::warn!(error = %e, "order consumer: subscription failed");
                     if backoff.wait(&shutdown).await {
                         return;
                     }
+                    continue;
                 }
+            };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                // Only what is already here: polled once, never waited for.
+                match subscription.next().now_or_never() {
+                    Some(Ok(d)) => batch.push(d),
+                    _ => break,
+                }
+            }
+            let ok = if batch.len() == 1 {
+                self.settle(batch.pop().expect("one")).await
+            } else {
+                let envelopes: Vec<Envelope> = batch.iter().map(|d| d.envelope.clone()).collect();
+                match self.handle_batch(&envelopes).await {
+                    Ok(()) => {
+                        for d in batch {
+                            if let Err(e) = d.ack().await {
+                                tracing::warn!(error = %e, "order consumer: ack failed; the message will be redelivered");
+                            }
+                        }
+                        true
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, n = batch.len(), "order consumer: batch failed; retrying one by one");
+                        let mut all = true;
+                        for d in batch {
+                            all &= self.settle(d).await;
+                        }
+                        all
+                    }
+                }
+            };
+            if ok {
+                backoff.reset();
+            } else if backoff.wait(&shutdown).await {
+                return;
             }
         }
     }

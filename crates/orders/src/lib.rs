@@ -37,7 +37,9 @@ pub mod error;
 pub mod postgres;
 pub mod store;
 
-pub use consumer::{Backoff, DEFAULT_PAYMENT_TIMEOUT, ORDER_SERVICE_GROUP, OrderConsumer, now_ms};
+pub use consumer::{
+    Backoff, DEFAULT_PAYMENT_TIMEOUT, MAX_BATCH, ORDER_SERVICE_GROUP, OrderConsumer, now_ms,
+};
 pub use error::OrderError;
 #[cfg(feature = "postgres")]
 pub use postgres::{PgOrderStore, PgSettings};

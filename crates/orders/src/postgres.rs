@@ -327,6 +327,84 @@ impl OrderStore for PgOrderStore {
         Ok(n == 1)
     }
 
+    /// One statement for the whole batch (`unnest` of column arrays), atomic.
+    async fn insert_many(&self, orders: &[Order]) -> Result<Vec<bool>, OrderError> {
+        let n = orders.len();
+        let mut ids = Vec::with_capacity(n);
+        let (mut products, mut users, mut prices, mut epochs) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let (mut quantities, mut statuses, mut returned) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let (mut sold, mut created, mut expires, mut updated) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for o in orders {
+            ids.push(o.order_id.as_str());
+            products.push(to_i64(o.product_id, "product_id")?);
+            users.push(to_i64(o.user_id, "user_id")?);
+            prices.push(to_i64(o.price_cents, "price_cents")?);
+            epochs.push(to_i64(o.epoch, "epoch")?);
+            quantities.push(i32::try_from(o.quantity).map_err(|_| {
+                OrderError::Invalid(format!("quantity {} exceeds i32", o.quantity))
+            })?);
+            statuses.push(o.status.as_str());
+            returned.push(o.stock_returned);
+            sold.push(o.sold_at_ms);
+            created.push(o.created_at_ms);
+            expires.push(o.expires_at_ms);
+            updated.push(o.updated_at_ms);
+        }
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "INSERT INTO orders (order_id, product_id, user_id, quantity, price_cents, status,
+                     epoch, sold_at_ms, created_at_ms, expires_at_ms, updated_at_ms, stock_returned)
+                 SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::integer[],
+                     $5::bigint[], $6::text[], $7::bigint[], $8::bigint[], $9::bigint[],
+                     $10::bigint[], $11::bigint[], $12::boolean[])
+                 ON CONFLICT (order_id) DO NOTHING
+                 RETURNING order_id",
+            )
+            .await
+            .map_err(store_err)?;
+        let rows = client
+            .query(
+                &stmt,
+                &[
+                    &ids,
+                    &products,
+                    &users,
+                    &quantities,
+                    &prices,
+                    &statuses,
+                    &epochs,
+                    &sold,
+                    &created,
+                    &expires,
+                    &updated,
+                    &returned,
+                ],
+            )
+            .await
+            .map_err(store_err)?;
+        let mut inserted: std::collections::HashSet<String> =
+            rows.iter().map(|r| r.get::<_, String>(0)).collect();
+        Ok(orders
+            .iter()
+            .map(|o| inserted.remove(&o.order_id))
+            .collect())
+    }
+
     async fn get(&self, order_id: &str) -> Result<Option<Order>, OrderError> {
         self.find(order_id).await
     }

@@ -111,6 +111,21 @@ pub trait OrderStore: Send + Sync + 'static {
     /// The store failed; nothing was written.
     async fn insert(&self, order: &Order) -> Result<bool, OrderError>;
 
+    /// Stores several orders, each unless its id exists; returns, in order, whether each was
+    /// new (a repeated id within the batch is new once). The default inserts one at a time;
+    /// a failure may leave earlier ones written, which a retry absorbs (inserts are
+    /// idempotent).
+    ///
+    /// # Errors
+    /// The store failed.
+    async fn insert_many(&self, orders: &[Order]) -> Result<Vec<bool>, OrderError> {
+        let mut new = Vec::with_capacity(orders.len());
+        for o in orders {
+            new.push(self.insert(o).await?);
+        }
+        Ok(new)
+    }
+
     /// Finds an order by id.
     ///
     /// # Errors

@@ -142,3 +142,82 @@ async fn a_failing_store_is_retried_until_the_order_is_stored() {
     stop.cancel();
     task.await.unwrap();
 }
+
+/// A store that refuses one order id for good.
+struct Poisoned {
+    inner: MemoryOrderStore,
+    bad: &'static str,
+}
+
+#[async_trait]
+impl OrderStore for Poisoned {
+    async fn insert(&self, order: &Order) -> Result<bool, OrderError> {
+        if order.order_id == self.bad {
+            return Err(OrderError::Invalid("refused".into()));
+        }
+        self.inner.insert(order).await
+    }
+    async fn insert_many(&self, orders: &[Order]) -> Result<Vec<bool>, OrderError> {
+        if orders.iter().any(|o| o.order_id == self.bad) {
+            return Err(OrderError::Invalid("refused".into()));
+        }
+        self.inner.insert_many(orders).await
+    }
+    async fn get(&self, order_id: &str) -> Result<Option<Order>, OrderError> {
+        self.inner.get(order_id).await
+    }
+    async fn counts(&self, product_id: u64, epoch: u64) -> Result<OrderCounts, OrderError> {
+        self.inner.counts(product_id, epoch).await
+    }
+    async fn pay(&self, order_id: &str, now_ms: i64) -> Result<Transition, OrderError> {
+        self.inner.pay(order_id, now_ms).await
+    }
+    async fn cancel(&self, order_id: &str, now_ms: i64) -> Result<Transition, OrderError> {
+        self.inner.cancel(order_id, now_ms).await
+    }
+    async fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<Order>, OrderError> {
+        self.inner.due(now_ms, limit).await
+    }
+    async fn mark_stock_returned(&self, order_id: &str) -> Result<(), OrderError> {
+        self.inner.mark_stock_returned(order_id).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_bad_message_does_not_hold_back_its_batch() {
+    let broker = Arc::new(MemoryBroker::new());
+    let store = Arc::new(Poisoned {
+        inner: MemoryOrderStore::new(),
+        bad: "1001-5",
+    });
+    // Published before the consumer starts, so its first batch holds all ten.
+    broker
+        .publish_batch(&(1..=10).map(sale).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    let sub = broker
+        .subscribe(Topic::OrderCreated, ORDER_SERVICE_GROUP)
+        .await
+        .unwrap();
+    let stop = CancellationToken::new();
+    let task =
+        tokio::spawn(OrderConsumer::new(store.clone(), broker.clone()).run(sub, stop.clone()));
+    for _ in 0..100 {
+        if store.counts(1001, 1).await.unwrap().orders == 9 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(store.counts(1001, 1).await.unwrap().orders, 9);
+    assert_eq!(store.get("1001-5").await.unwrap(), None);
+    // The bad one is still held for retry, never dropped.
+    assert_eq!(
+        broker
+            .pending(Topic::OrderCreated, ORDER_SERVICE_GROUP)
+            .await
+            .unwrap(),
+        Some(1)
+    );
+    stop.cancel();
+    task.await.unwrap();
+}

@@ -146,6 +146,24 @@ async fn the_deadline_refuses_payment_and_the_sweeper_finds_what_is_due(
     assert_eq!(store.due(NOW, 10).await.unwrap().len(), 2);
 }
 
+async fn batch_inserts_report_each_order_once(store: Arc<dyn OrderStore>) {
+    store.insert(&order(10, 2, NOW)).await.unwrap();
+    let batch = [
+        order(10, 1, NOW),
+        order(10, 2, NOW), // exists already
+        order(10, 3, NOW),
+        order(10, 1, NOW), // twice in the batch
+    ];
+    assert_eq!(
+        store.insert_many(&batch).await.unwrap(),
+        [true, false, true, false]
+    );
+    assert_eq!(store.counts(10, 1).await.unwrap().orders, 3);
+    assert_eq!(store.insert_many(&batch).await.unwrap(), [false; 4]);
+    assert_eq!(store.insert_many(&[]).await.unwrap(), Vec::<bool>::new());
+    assert_eq!(store.get("10-3").await.unwrap().unwrap(), order(10, 3, NOW));
+}
+
 macro_rules! contract {
     ($backend:ident, $make:expr, $cleanup:expr) => {
         mod $backend {
@@ -155,6 +173,12 @@ macro_rules! contract {
             async fn inserts_are_idempotent_under_concurrency() {
                 let s = $make.await;
                 super::inserts_are_idempotent_under_concurrency(s.clone()).await;
+                ($cleanup)(s).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn batch_inserts_report_each_order_once() {
+                let s = $make.await;
+                super::batch_inserts_report_each_order_once(s.clone()).await;
                 ($cleanup)(s).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
