@@ -13,6 +13,7 @@ use std::time::Duration;
 use common::stack::{Mq, Stack};
 use common::{Server, activity};
 use seckill_api::Settings;
+use seckill_api::pipeline::PURCHASE_WORKERS_GROUP;
 use seckill_mq::{Envelope, Message, OrderCreated, Topic};
 use seckill_orders::{ORDER_SERVICE_GROUP, OrderStore};
 use serde_json::{Value, json};
@@ -103,6 +104,23 @@ async fn assert_ledger(s: &Server, stack: &Stack, product: u64) -> Value {
         "ledger: {st} rows {rows:?}"
     );
     st
+}
+
+/// Polls an asynchronous purchase until it is no longer pending; returns its `data`.
+async fn wait_result(s: &Server, id: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + DELIVERY;
+    loop {
+        let (st, v) = s.get(&format!("/api/v1/seckill/result/{id}")).await;
+        assert_eq!(st, 200, "{v}");
+        if v["data"]["status"] != "pending" {
+            return v["data"].clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "request {id} stayed pending"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Waits until the order service's queue of `broker` is empty.
@@ -242,6 +260,52 @@ async fn redelivered_messages_change_nothing(mq: Mq) {
         );
     }
     assert_ledger(&s, &stack, 4003).await;
+
+    // An asynchronous purchase redelivered is executed at most once: the replay answers the
+    // first result and sells nothing more.
+    assert_eq!(s.prewarm(activity(4013, 5)).await.0, 200);
+    let (st, v) = s
+        .post(
+            "/api/v1/seckill/purchase/async",
+            json!({"product_id": 4013, "user_id": 77, "quantity": 1}),
+        )
+        .await;
+    assert_eq!(st, 202, "{v}");
+    let id = v["data"]["request_id"].as_str().unwrap().to_owned();
+    let first = wait_result(&s, &id).await;
+    assert_eq!(first["status"], "success", "{first}");
+    let request = seckill_inventory::PurchaseRequest {
+        product_id: 4013,
+        user_id: 77,
+        quantity: 1,
+        idempotency_key: None,
+    };
+    let again = seckill_api::pipeline::purchase_requested(&id, &request);
+    broker.publish_batch(&[again.clone(), again]).await.unwrap();
+    let deadline = tokio::time::Instant::now() + DELIVERY;
+    while broker
+        .pending(Topic::PurchaseRequested, PURCHASE_WORKERS_GROUP)
+        .await
+        .unwrap()
+        != Some(0)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "redeliveries never handled"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let st = s.wait_orders_within(4013, 1, DELIVERY).await;
+    assert_eq!(
+        (st["sold"].as_u64(), st["remaining_stock"].as_u64()),
+        (Some(1), Some(4))
+    );
+    assert_eq!(
+        wait_result(&s, &id).await,
+        first,
+        "the replay keeps the first answer"
+    );
+    assert_ledger(&s, &stack, 4013).await;
     s.shutdown().await;
     stack.cleanup().await;
 }
