@@ -1,10 +1,12 @@
 //! A broker abstraction for the seckill order pipeline.
 //!
-//! Sales leave the inventory as [`Envelope`]s on three topics — order creation, stock
-//! synchronisation and user notification — and are consumed with explicit acknowledgement, so
-//! that a consumer that dies before it acknowledges gets the message again. Backends sit behind
-//! the [`Broker`] trait; [`MemoryBroker`] is the in-process one used in embedded mode and the
-//! behaviour reference.
+//! Sales leave the inventory as [`Envelope`]s on four topics — order creation, stock
+//! synchronisation, user notification and accepted asynchronous purchases — and are consumed
+//! with explicit acknowledgement, so that a consumer that dies before it acknowledges gets the
+//! message again. Backends sit behind the [`Broker`] trait: [`MemoryBroker`] is the in-process
+//! one used in embedded mode and the behaviour reference; `RabbitBroker` (feature `rabbitmq`,
+//! on lapin) and `KafkaBroker` (feature `kafka`, on rskafka) are the production ones. One
+//! contract suite (`tests/contract.rs`) runs over all three.
 //!
 //! # Layout
 //! - [`message`]: [`Envelope`], [`Message`] and the payload types, [`Topic`].
@@ -12,6 +14,8 @@
 //! - [`memory`]: the in-process [`MemoryBroker`].
 //! - [`offsets`]: [`OffsetStore`], consumer positions and partition leases for brokers without
 //!   consumer groups.
+//! - `rabbitmq` (feature `rabbitmq`): the RabbitMQ backend `RabbitBroker`: durable topology,
+//!   publisher confirms, prefetch, manual ack, dead-letter queues, reconnect.
 //! - `kafka` (feature `kafka`): the Kafka backend `KafkaBroker`, on rskafka and an [`OffsetStore`].
 //! - [`error`]: the error type [`MqError`].
 //!

@@ -2,7 +2,9 @@
 //!
 //! A sale becomes an order when the order consumer takes its `OrderCreated` message from the
 //! broker and stores it. Delivery is at least once; the store's idempotent insert makes the
-//! effect exactly once.
+//! effect exactly once. An order then awaits payment until its deadline; pay and cancel are
+//! atomic compare-and-set transitions, so an order paid and cancelled at the same instant ends
+//! in one state only, and [`OrderStore::due`] lists what a sweeper must cancel or finish.
 //!
 //! # Layout
 //! - [`store`]: [`Order`], the [`OrderStore`] trait and [`MemoryOrderStore`].
