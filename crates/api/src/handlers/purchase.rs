@@ -155,10 +155,19 @@ pub(crate) async fn purchase_async(State(state): State<AppState>, req: Request) 
             envelope: purchase_requested(&request_id, &request),
             done,
         };
-        if s.jobs.try_send(job).is_err() {
+        if let Err(e) = s.jobs.try_send(job) {
             let _ = s.results.remove(&request_id).await;
-            s.stats.count(Outcome::QueueFull);
-            return Err(s.flow.busy(codes::QUEUE_FULL));
+            return Err(match e {
+                tokio::sync::mpsc::error::TrySendError::Full(_) => {
+                    s.stats.count(Outcome::QueueFull);
+                    s.flow.busy(codes::QUEUE_FULL)
+                }
+                // The pipeline is stopping: nothing publishes any more.
+                tokio::sync::mpsc::error::TrySendError::Closed(_) => {
+                    s.stats.count(Outcome::BackendUnavailable);
+                    s.flow.busy(codes::BACKEND_UNAVAILABLE)
+                }
+            });
         }
         if !matches!(confirmed.await, Ok(Ok(()))) {
             let _ = s.results.remove(&request_id).await;
