@@ -28,6 +28,9 @@ cleanup() {
   redis-cli --scan --pattern "$NAME:*" | xargs -r redis-cli unlink >/dev/null
   "${PSQL[@]}" -c "DROP SCHEMA IF EXISTS $NAME CASCADE" >/dev/null 2>&1 || true
   rabbitmqctl -q list_queues name 2>/dev/null | grep "^$NAME\." | xargs -r -n1 rabbitmqctl -q delete_queue >/dev/null 2>&1 || true
+  for x in "$NAME" "$NAME.dlx"; do
+    rabbitmqctl -q eval "rabbit_exchange:delete(rabbit_misc:r(<<\"/\">>, exchange, <<\"$x\">>), false, <<\"bench\">>)." >/dev/null 2>&1 || true
+  done
   "$TANSU" topic list --broker tcp://127.0.0.1:9092 2>/dev/null \
     | python3 -c 'import json,sys;print("\n".join(t["name"] for t in json.load(sys.stdin)))' 2>/dev/null \
     | grep "^$NAME\." | xargs -r -n1 "$TANSU" topic delete --broker tcp://127.0.0.1:9092 >/dev/null 2>&1 || true
