@@ -19,21 +19,12 @@ ensure_redis; ensure_rabbitmq; ensure_postgres; ensure_kafka
 cargo build --release -q -p seckill-server -p seckill-bench
 cargo run --release -q -p seckill-mq --features rabbitmq,kafka --example publish_throughput -- "$ROUNDS" 5000
 BIN=target/release
-TANSU=$(tansu_bin)
 PSQL=(psql -h 127.0.0.1 -U postgres -d postgres -qAt)
 
+. benches/stack.sh
 cleanup() {
   [ -n "${SERVER_PID:-}" ] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null || true
-  [ -z "${NAME:-}" ] && return 0
-  redis-cli --scan --pattern "$NAME:*" | xargs -r redis-cli unlink >/dev/null
-  "${PSQL[@]}" -c "DROP SCHEMA IF EXISTS $NAME CASCADE" >/dev/null 2>&1 || true
-  rabbitmqctl -q list_queues name 2>/dev/null | grep "^$NAME\." | xargs -r -n1 rabbitmqctl -q delete_queue >/dev/null 2>&1 || true
-  for x in "$NAME" "$NAME.dlx"; do
-    rabbitmqctl -q eval "rabbit_exchange:delete(rabbit_misc:r(<<\"/\">>, exchange, <<\"$x\">>), false, <<\"bench\">>)." >/dev/null 2>&1 || true
-  done
-  "$TANSU" topic list --broker tcp://127.0.0.1:9092 2>/dev/null \
-    | python3 -c 'import json,sys;print("\n".join(t["name"] for t in json.load(sys.stdin)))' 2>/dev/null \
-    | grep "^$NAME\." | xargs -r -n1 "$TANSU" topic delete --broker tcp://127.0.0.1:9092 >/dev/null 2>&1 || true
+  [ -z "${NAME:-}" ] || stack_cleanup "$NAME"
 }
 trap cleanup EXIT
 

@@ -5,8 +5,11 @@
 #             request queue, circuit breaker) answering purchases of a sold-out product
 #   sale   — seckill-server selling: fresh user ids on a product with ample stock
 # Runs are interleaved ROUNDS times; the medians and their ratios are printed.
-# Usage: [BACKEND=memory|redis] bash benches/run.sh [ROUNDS] [SECONDS] [CONNECTIONS]
-# With BACKEND=redis the server keeps its stock in Redis at 127.0.0.1:6379 (keys under bench-http).
+# Usage: [BACKEND=memory|redis] [MQ=memory|rabbitmq|kafka] [ORDERS=memory|postgres] \
+#        bash benches/run.sh [ROUNDS] [SECONDS] [CONNECTIONS]
+# With BACKEND=redis the server keeps its stock in Redis at 127.0.0.1:6379; MQ and ORDERS put the
+# order pipeline on a real broker and PostgreSQL (everything under the name bench_http, removed
+# afterwards).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
@@ -18,20 +21,23 @@ BARE_PORT=18190
 cargo build --release -q -p seckill-server -p seckill-bench
 BIN=target/release
 
+BACKEND=${BACKEND:-memory} MQ=${MQ:-memory} ORDERS=${ORDERS:-memory}
+. scripts/services.sh
+. benches/stack.sh
 cleanup() {
   kill "${SERVER_PID:-}" "${BARE_PID:-}" 2>/dev/null || true
-  if [ "${BACKEND:-memory}" = redis ]; then
-    sleep 0.5; redis-cli --scan --pattern 'bench-http:*' | xargs -r redis-cli del >/dev/null
-  fi
+  wait "${SERVER_PID:-}" 2>/dev/null || true
+  stack_cleanup bench_http
 }
 trap cleanup EXIT
-
-BACKEND=${BACKEND:-memory}
-if [ "$BACKEND" = redis ]; then
-  . scripts/services.sh && ensure_redis
-  redis-cli --scan --pattern 'bench-http:*' | xargs -r redis-cli del >/dev/null
-fi
-SECKILL_INVENTORY__BACKEND=$BACKEND SECKILL_REDIS__KEY_PREFIX=bench-http SECKILL_REDIS__HOST=127.0.0.1 \
+[ "$BACKEND" = redis ] && ensure_redis
+[ "$MQ" = rabbitmq ] && ensure_rabbitmq
+[ "$MQ" = kafka ] && ensure_kafka
+[ "$ORDERS" = postgres ] && ensure_postgres
+stack_cleanup bench_http
+SECKILL_MQ__BACKEND=$MQ SECKILL_MQ__RABBITMQ__PREFIX=bench_http SECKILL_MQ__KAFKA__TOPIC_PREFIX=bench_http. \
+  SECKILL_ORDERS__STORE=$ORDERS SECKILL_ORDERS__SCHEMA=bench_http SECKILL_SERVER__SHUTDOWN_TIMEOUT=60s \
+  SECKILL_INVENTORY__BACKEND=$BACKEND SECKILL_REDIS__KEY_PREFIX=bench_http SECKILL_REDIS__HOST=127.0.0.1 \
   SECKILL_SERVER__PORT=$SERVER_PORT SECKILL_SERVER__HOST=127.0.0.1 \
   SECKILL_SECKILL__RATE_LIMIT__REQUESTS_PER_SECOND=100000000 \
   SECKILL_SECKILL__RATE_LIMIT__BURST_SIZE=100000000 \
@@ -71,7 +77,7 @@ for r in $(seq "$ROUNDS"); do
 done
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 mb=$(median "${bare[@]}"); ms=$(median "${soldout[@]}"); mp=$(median "${sale[@]}")
-echo "median requests/s over $ROUNDS rounds of ${SECS}s, $CONNS connections, inventory $BACKEND:"
+echo "median requests/s over $ROUNDS rounds of ${SECS}s, $CONNS connections, inventory $BACKEND, broker $MQ, orders $ORDERS:"
 echo "  bare HTTP baseline     $mb"
 echo "  seckill, sold out      $ms   ratio $(awk "BEGIN{printf \"%.2f\", $ms/$mb}")"
 echo "  seckill, selling       $mp   ratio $(awk "BEGIN{printf \"%.2f\", $mp/$mb}")"
