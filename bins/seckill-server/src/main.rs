@@ -62,7 +62,7 @@ async fn main() -> ExitCode {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     let render = telemetry::init_metrics(&config.telemetry)?;
-    let components = components(&config).await?;
+    let (components, brokers) = components(&config).await?;
     let app = App::start(config.api_settings(), components, render)
         .await
         .context("starting the order pipeline")?;
@@ -78,12 +78,26 @@ async fn run(config: Config) -> anyhow::Result<()> {
         "seckill-server listening"
     );
     seckill_api::serve(listener, app, shutdown_signal()).await?;
+    // Let the brokers go cleanly: Kafka partition leases are released at once, so another
+    // instance takes over without waiting for them to lapse.
+    match brokers {
+        Brokers::Embedded => {}
+        Brokers::Rabbit(b) => b.close().await,
+        Brokers::Kafka(b) => b.shutdown().await,
+    }
     tracing::info!("seckill-server stopped");
     Ok(())
 }
 
+/// The broker connection to close at exit.
+enum Brokers {
+    Embedded,
+    Rabbit(seckill_mq::RabbitBroker),
+    Kafka(Arc<seckill_mq::KafkaBroker>),
+}
+
 /// Builds the backends the configuration names; embedded (in-process) for the rest.
-async fn components(config: &Config) -> anyhow::Result<Components> {
+async fn components(config: &Config) -> anyhow::Result<(Components, Brokers)> {
     let mut components = Components::embedded();
     if config.inventory.backend == InventoryBackend::Redis {
         let (settings, options) = config.redis_settings();
@@ -114,8 +128,8 @@ async fn components(config: &Config) -> anyhow::Result<Components> {
         components.orders = store.clone();
         pg = Some(store);
     }
-    match config.mq.backend {
-        MqBackend::Memory => {}
+    let brokers = match config.mq.backend {
+        MqBackend::Memory => Brokers::Embedded,
         MqBackend::Rabbitmq => {
             let broker = seckill_mq::RabbitBroker::connect(config.rabbit_settings())
                 .await
@@ -125,7 +139,8 @@ async fn components(config: &Config) -> anyhow::Result<Components> {
                         redact(&config.mq.rabbitmq.url)
                     )
                 })?;
-            components.broker = Arc::new(broker);
+            components.broker = Arc::new(broker.clone());
+            Brokers::Rabbit(broker)
         }
         MqBackend::Kafka => {
             // Consumer positions are kept beside the orders when those are in PostgreSQL.
@@ -146,10 +161,12 @@ async fn components(config: &Config) -> anyhow::Result<Components> {
                         config.mq.kafka.brokers
                     )
                 })?;
-            components.broker = Arc::new(broker);
+            let broker = Arc::new(broker);
+            components.broker = broker.clone();
+            Brokers::Kafka(broker)
         }
-    }
-    Ok(components)
+    };
+    Ok((components, brokers))
 }
 
 /// A URL with its password hidden, for messages.

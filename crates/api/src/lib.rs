@@ -134,6 +134,7 @@ impl App {
                 workers: settings.async_workers.get(),
                 payment_timeout: settings.payment_timeout,
                 sweep_interval: settings.sweep_interval,
+                result_ttl: settings.result_ttl,
             },
             (tx, rx),
         )

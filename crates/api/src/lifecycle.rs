@@ -44,19 +44,22 @@ pub async fn return_stock(
         order_id: order.order_id.clone(),
         reason,
     };
-    let id: OrderId = order
-        .order_id
-        .parse()
-        .map_err(|_| fail("malformed order id".into()))?;
-    match inventory
-        .cancel(id)
-        .await
-        .map_err(|e| fail(e.to_string()))?
-    {
-        CancelOutcome::Cancelled { .. } | CancelOutcome::AlreadyCancelled => {}
-        CancelOutcome::NotFound => {
-            // Sold in an epoch a forced re-prewarm replaced: that stock no longer exists.
-            tracing::warn!(order_id = %order.order_id, "cancelled order is not in the current activity epoch; no stock to return");
+    match order.order_id.parse::<OrderId>() {
+        Ok(id) => match inventory
+            .cancel(id)
+            .await
+            .map_err(|e| fail(e.to_string()))?
+        {
+            CancelOutcome::Cancelled { .. } | CancelOutcome::AlreadyCancelled => {}
+            CancelOutcome::NotFound => {
+                // Sold in an epoch a forced re-prewarm replaced: that stock no longer exists.
+                tracing::warn!(order_id = %order.order_id, "cancelled order is not in the current activity epoch; no stock to return");
+            }
+        },
+        // No inventory order can have this id, so no stock can come back for it; retrying
+        // would only keep it at the head of the sweeper's list.
+        Err(_) => {
+            tracing::error!(order_id = %order.order_id, "cancelled order has a malformed id; no stock to return");
         }
     }
     orders

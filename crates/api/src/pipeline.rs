@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use seckill_inventory::{Inventory, OutboxEntry, PurchaseRequest};
 use seckill_mq::{Broker, Envelope, Message, MqError, OrderCreated, PurchaseRequested, Topic};
-use seckill_orders::{Backoff, ORDER_SERVICE_GROUP, OrderConsumer, OrderStore};
+use seckill_orders::{Backoff, ORDER_SERVICE_GROUP, OrderConsumer, OrderStore, now_ms};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -201,6 +201,8 @@ pub struct PipelineParts {
     pub payment_timeout: Duration,
     /// How often the sweeper runs.
     pub sweep_interval: Duration,
+    /// How long asynchronous results are kept; older requests are not run any more.
+    pub result_ttl: Duration,
 }
 
 /// Converts an outbox entry to the message the order service consumes.
@@ -285,7 +287,25 @@ impl Pipeline {
             workers,
             payment_timeout,
             sweep_interval,
+            result_ttl,
         } = parts;
+        // Every subscription first: a refused one fails the start before anything runs.
+        let mut order_subs = Vec::with_capacity(ORDER_CONSUMERS);
+        for _ in 0..ORDER_CONSUMERS {
+            order_subs.push(
+                broker
+                    .subscribe(Topic::OrderCreated, ORDER_SERVICE_GROUP)
+                    .await?,
+            );
+        }
+        let mut worker_subs = Vec::with_capacity(workers.max(1));
+        for _ in 0..workers.max(1) {
+            worker_subs.push(
+                broker
+                    .subscribe(Topic::PurchaseRequested, PURCHASE_WORKERS_GROUP)
+                    .await?,
+            );
+        }
         let stop = CancellationToken::new();
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(relay(
@@ -295,10 +315,7 @@ impl Pipeline {
         )));
         let consumer = OrderConsumer::new(orders.clone(), broker.clone())
             .with_payment_timeout(payment_timeout);
-        for _ in 0..ORDER_CONSUMERS {
-            let sub = broker
-                .subscribe(Topic::OrderCreated, ORDER_SERVICE_GROUP)
-                .await?;
+        for sub in order_subs {
             tasks.push(tokio::spawn(consumer.clone().run(sub, stop.clone())));
         }
         tasks.push(tokio::spawn(crate::lifecycle::sweeper(
@@ -340,14 +357,12 @@ impl Pipeline {
             }
         }));
         let in_progress = Arc::new(AtomicUsize::new(0));
-        for _ in 0..workers.max(1) {
-            let sub = broker
-                .subscribe(Topic::PurchaseRequested, PURCHASE_WORKERS_GROUP)
-                .await?;
+        for sub in worker_subs {
             tasks.push(tokio::spawn(worker(
                 sub,
                 runner.clone(),
                 results.clone(),
+                result_ttl,
                 in_progress.clone(),
                 stop.clone(),
             )));
@@ -366,13 +381,12 @@ impl Pipeline {
     /// asynchronous purchase is waiting to be published, queued or running.
     pub async fn is_drained(&self) -> bool {
         let outbox = self.inventory.outbox_len().await.unwrap_or(1);
+        // A broker that cannot be asked is not drained.
         let queued = |topic, group| async move {
-            self.broker
-                .pending(topic, group)
-                .await
-                .ok()
-                .flatten()
-                .unwrap_or(0)
+            match self.broker.pending(topic, group).await {
+                Ok(n) => n.unwrap_or(0),
+                Err(_) => u64::MAX,
+            }
         };
         outbox == 0
             && queued(Topic::OrderCreated, ORDER_SERVICE_GROUP).await == 0
@@ -415,8 +429,14 @@ impl Pipeline {
             );
         }
         self.stop.cancel();
-        for t in self.tasks {
-            let _ = t.await;
+        // Tasks finish what they hold; one stuck on a backend that stopped answering is aborted
+        // after a grace period (what it held is redelivered).
+        let grace = Instant::now() + Duration::from_secs(10);
+        for mut t in self.tasks {
+            if tokio::time::timeout_at(grace, &mut t).await.is_err() {
+                t.abort();
+                let _ = t.await;
+            }
         }
         drained
     }
@@ -427,9 +447,11 @@ async fn worker(
     mut sub: Box<dyn seckill_mq::Subscription>,
     runner: Arc<dyn JobRunner>,
     results: Arc<dyn ResultStore>,
+    result_ttl: Duration,
     in_progress: Arc<AtomicUsize>,
     stop: CancellationToken,
 ) {
+    let ttl_ms = i64::try_from(result_ttl.as_millis()).unwrap_or(i64::MAX);
     let mut backoff = Backoff::default();
     loop {
         let delivery = tokio::select! {
@@ -452,6 +474,13 @@ async fn worker(
             let _ = delivery.ack().await;
             continue;
         };
+        // Older than its result's time-to-live: nobody polls for it any more, and running it
+        // now (a re-read after a restart, a replay) could sell to a buyer who gave up.
+        if now_ms().saturating_sub(delivery.envelope.timestamp_ms) > ttl_ms {
+            tracing::warn!(request_id = %req.request_id, "purchase worker: request older than result_ttl skipped");
+            let _ = delivery.ack().await;
+            continue;
+        }
         in_progress.fetch_add(1, Ordering::SeqCst);
         let request = PurchaseRequest {
             product_id: req.product_id,
@@ -460,35 +489,45 @@ async fn worker(
             // The request id makes a redelivery replay the first answer: at most one sale.
             idempotency_key: Some(format!("async:{}", req.request_id)),
         };
-        let status = match runner.run(&request).await {
-            Ok(s) => Some(s),
-            Err(e) if e.code() == codes::BACKEND_UNAVAILABLE => None,
-            Err(e) => Some(AsyncStatus::Failed {
-                code: e.code(),
-                reason: e.to_string(),
-            }),
-        };
-        let settled = match status {
-            Some(status) => match results.put(&req.request_id, &status).await {
-                Ok(()) => delivery.ack().await.is_ok(),
-                Err(e) => {
-                    tracing::warn!(error = %e, "purchase worker: storing the result failed; retrying");
-                    let _ = delivery.nack(true).await;
-                    false
+        // Held and retried while the inventory or the result store is unavailable, so an
+        // outage never uses up the broker's delivery attempts; on shutdown the delivery is
+        // dropped unsettled and runs again elsewhere (replayed, never bought twice).
+        let status = loop {
+            match runner.run(&request).await {
+                Ok(s) => break Some(s),
+                Err(e) if e.code() == codes::BACKEND_UNAVAILABLE => {
+                    if backoff.wait(&stop).await {
+                        break None;
+                    }
                 }
-            },
-            None => {
-                // The inventory is unavailable: retry later (replayed, never bought twice).
-                let _ = delivery.nack(true).await;
-                false
+                Err(e) => {
+                    break Some(AsyncStatus::Failed {
+                        code: e.code(),
+                        reason: e.to_string(),
+                    });
+                }
             }
         };
+        let stored = match status {
+            None => false,
+            Some(status) => loop {
+                match results.put(&req.request_id, &status).await {
+                    Ok(()) => break true,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "purchase worker: storing the result failed; retrying");
+                        if backoff.wait(&stop).await {
+                            break false;
+                        }
+                    }
+                }
+            },
+        };
         in_progress.fetch_sub(1, Ordering::SeqCst);
-        if settled {
-            backoff.reset();
-        } else if backoff.wait(&stop).await {
-            return;
+        if !stored {
+            return; // shutting down
         }
+        let _ = delivery.ack().await;
+        backoff.reset();
     }
 }
 

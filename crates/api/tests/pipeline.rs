@@ -545,3 +545,28 @@ async fn unpaid_orders_expire_and_their_items_sell_again(mq: Mq) {
     s.shutdown().await;
     stack.cleanup().await;
 }
+
+/// PostgreSQL unreachable for 5 s during a sale — far longer than the broker's delivery
+/// attempts take with backoff: the order service holds and retries what it has, nothing is
+/// dead-lettered, and every order is stored once the database is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_dead_letters_nothing() {
+    let stack = Stack::with_db_proxy(Mq::Rabbit).await;
+    let s = Server::start(settings(), stack.components().await).await;
+    assert_eq!(s.prewarm(activity(4007, 1_000)).await.0, 200);
+    sell(&s, 4007, 1..=500).await;
+    s.wait_orders_within(4007, 500, DELIVERY).await;
+    let db = stack.db_proxy.as_ref().unwrap();
+    db.down();
+    let down_at = tokio::time::Instant::now();
+    // The stock is in Redis: selling goes on without the database.
+    sell(&s, 4007, 501..=1_000).await;
+    tokio::time::sleep_until(down_at + Duration::from_secs(5)).await;
+    db.up();
+    s.wait_orders_within(4007, 1_000, DELIVERY).await;
+    assert_eq!(stack.orders.counts(4007, 1).await.unwrap().orders, 1_000);
+    assert_eq!(stack.order_dead_letters().await, 0, "no sale dead-lettered");
+    assert_ledger(&s, &stack, 4007).await;
+    s.shutdown().await;
+    stack.cleanup().await;
+}

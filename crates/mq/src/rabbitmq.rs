@@ -96,6 +96,8 @@ struct Inner {
     /// Deliveries handed out and not settled yet, per queue.
     unacked: Mutex<HashMap<String, Arc<AtomicU64>>>,
     closed: AtomicBool,
+    /// When the last connection attempt failed.
+    last_failure: Mutex<Option<std::time::Instant>>,
 }
 
 struct Conn {
@@ -130,11 +132,14 @@ impl RabbitBroker {
                 queues: Mutex::new(HashSet::new()),
                 unacked: Mutex::new(HashMap::new()),
                 closed: AtomicBool::new(false),
+                last_failure: Mutex::new(None),
             }),
         };
         let conn = broker.conn().await?;
         for (topic, group) in broker.inner.settings.groups.clone() {
-            broker.declare_queue(&conn, topic, &group).await?;
+            broker
+                .bounded(broker.declare_queue(&conn, topic, &group))
+                .await?;
         }
         Ok(broker)
     }
@@ -153,9 +158,21 @@ impl RabbitBroker {
         if self.inner.closed.load(Ordering::SeqCst) {
             return Err(MqError::Closed);
         }
-        let mut slot = self.inner.conn.lock().await;
+        let mut slot =
+            tokio::time::timeout(self.inner.settings.confirm_timeout, self.inner.conn.lock())
+                .await
+                .map_err(|_| MqError::Timeout)?;
         if let Some(c) = slot.as_ref().filter(|c| c.usable()) {
             return Ok(c.clone());
+        }
+        // Callers queued behind a failed attempt fail at once instead of each trying again:
+        // one attempt per second at most while RabbitMQ is away.
+        if let Some(at) = *self.inner.last_failure.lock() {
+            if at.elapsed() < Duration::from_secs(1) {
+                return Err(MqError::Backend(
+                    "RabbitMQ unreachable; reconnecting".into(),
+                ));
+            }
         }
         if let Some(old) = slot.take() {
             // Closing a broken connection can wait on a peer that is gone: never under the lock.
@@ -194,7 +211,9 @@ impl RabbitBroker {
                 }
                 Ok((connection, publish))
             })
-            .await?;
+            .await
+            .inspect_err(|_| *self.inner.last_failure.lock() = Some(std::time::Instant::now()))?;
+        *self.inner.last_failure.lock() = None;
         let conn = Arc::new(Conn {
             connection,
             publish,
@@ -215,7 +234,11 @@ impl RabbitBroker {
     }
 
     async fn invalidate(&self, broken: &Arc<Conn>) {
-        let mut slot = self.inner.conn.lock().await;
+        let Ok(mut slot) =
+            tokio::time::timeout(self.inner.settings.confirm_timeout, self.inner.conn.lock()).await
+        else {
+            return; // someone else holds it, replacing the connection anyway
+        };
         if slot.as_ref().is_some_and(|c| Arc::ptr_eq(c, broken)) {
             *slot = None;
         }
@@ -546,7 +569,15 @@ impl Subscription for RabbitSubscription {
                         Ok(e) => e,
                         Err(e) => {
                             tracing::error!(error = %e, queue = %self.queue, "rabbitmq: undecodable message dead-lettered");
-                            let _ = d.acker.reject(BasicRejectOptions { requeue: false }).await;
+                            let _ = self
+                                .broker
+                                .bounded(async {
+                                    d.acker
+                                        .reject(BasicRejectOptions { requeue: false })
+                                        .await
+                                        .map_err(backend)
+                                })
+                                .await;
                             continue;
                         }
                     };
@@ -628,10 +659,12 @@ impl Acker for RabbitAcker {
         if self.settle() {
             self.broker
                 .bounded(async {
-                    self.acker()
-                        .ack(BasicAckOptions::default())
-                        .await
-                        .map_err(backend)
+                    sent(
+                        self.acker()
+                            .ack(BasicAckOptions::default())
+                            .await
+                            .map_err(backend)?,
+                    )
                 })
                 .await?;
         }
@@ -666,8 +699,8 @@ impl Acker for RabbitAcker {
                         })
                         .await
                 }
-                .map(|_| ())
                 .map_err(backend)
+                .and_then(sent)
             };
             return self.broker.bounded(settle).await;
         }
@@ -679,11 +712,17 @@ impl Acker for RabbitAcker {
                 self.acker()
                     .reject(BasicRejectOptions { requeue: false })
                     .await
-                    .map(|_| ())
                     .map_err(backend)
+                    .and_then(sent)
             })
             .await
     }
+}
+
+/// lapin answers `false` when the delivery's channel is gone (it will be redelivered) or the
+/// delivery was settled already: either way this settlement did not happen.
+fn sent(done: bool) -> Result<(), MqError> {
+    if done { Ok(()) } else { Err(MqError::Closed) }
 }
 
 impl Drop for RabbitAcker {

@@ -150,51 +150,63 @@ impl OrderConsumer {
                     _ => break,
                 }
             }
-            let ok = if batch.len() == 1 {
-                self.settle(batch.pop().expect("one")).await
-            } else {
-                let envelopes: Vec<Envelope> = batch.iter().map(|d| d.envelope.clone()).collect();
-                match self.handle_batch(&envelopes).await {
-                    Ok(()) => {
-                        for d in batch {
-                            if let Err(e) = d.ack().await {
-                                tracing::warn!(error = %e, "order consumer: ack failed; the message will be redelivered");
-                            }
+            let envelopes: Vec<Envelope> = batch.iter().map(|d| d.envelope.clone()).collect();
+            match self.handle_batch(&envelopes).await {
+                Ok(()) => {
+                    for d in batch {
+                        if let Err(e) = d.ack().await {
+                            tracing::warn!(error = %e, "order consumer: ack failed; the message will be redelivered");
                         }
-                        true
                     }
-                    Err(e) => {
-                        tracing::warn!(error = %e, n = batch.len(), "order consumer: batch failed; retrying one by one");
-                        let mut all = true;
-                        for d in batch {
-                            all &= self.settle(d).await;
+                    backoff.reset();
+                }
+                Err(e) => {
+                    if envelopes.len() > 1 {
+                        tracing::warn!(error = %e, n = envelopes.len(), "order consumer: batch failed; retrying one by one");
+                    }
+                    for d in batch {
+                        if !self.settle(d, &mut backoff, &shutdown).await {
+                            return;
                         }
-                        all
                     }
                 }
-            };
-            if ok {
-                backoff.reset();
-            } else if backoff.wait(&shutdown).await {
-                return;
             }
         }
     }
 
-    /// Handles and settles one delivery; false when it must be retried.
-    async fn settle(&self, delivery: Delivery) -> bool {
-        match self.handle(&delivery.envelope).await {
-            Ok(()) => {
-                if let Err(e) = delivery.ack().await {
-                    tracing::warn!(error = %e, "order consumer: ack failed; the message will be redelivered");
+    /// Handles one delivery until it is stored (acknowledged) or refused for good
+    /// (dead-lettered). A transient failure — the store or the broker unavailable — is retried
+    /// here with backoff while the delivery is held, so an outage of any length never uses up
+    /// the broker's delivery attempts. Returns false when `shutdown` fired first (the delivery
+    /// is then dropped unsettled, and the broker delivers it again).
+    async fn settle(
+        &self,
+        delivery: Delivery,
+        backoff: &mut Backoff,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        loop {
+            match self.handle(&delivery.envelope).await {
+                Ok(()) => {
+                    if let Err(e) = delivery.ack().await {
+                        tracing::warn!(error = %e, "order consumer: ack failed; the message will be redelivered");
+                    }
+                    backoff.reset();
+                    return true;
                 }
-                true
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, id = %delivery.envelope.id, "order consumer: handling failed; retrying");
-                metrics::counter!("seckill_order_consumer_failures_total").increment(1);
-                let _ = delivery.nack(true).await;
-                false
+                Err(e) if e.is_permanent() => {
+                    tracing::error!(error = %e, id = %delivery.envelope.id, "order consumer: message can never be stored; dead-lettered");
+                    metrics::counter!("seckill_order_dead_letters_total").increment(1);
+                    let _ = delivery.nack(false).await;
+                    return true;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, id = %delivery.envelope.id, "order consumer: handling failed; retrying");
+                    metrics::counter!("seckill_order_consumer_failures_total").increment(1);
+                    if backoff.wait(shutdown).await {
+                        return false;
+                    }
+                }
             }
         }
     }

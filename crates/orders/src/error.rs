@@ -14,3 +14,11 @@ pub enum OrderError {
     #[error("publishing a follow-up message failed")]
     Publish(#[from] seckill_mq::MqError),
 }
+
+impl OrderError {
+    /// True when retrying cannot help (the message or a stored value is invalid); false for
+    /// failures of the store or the broker, which pass.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, Self::Invalid(_))
+    }
+}

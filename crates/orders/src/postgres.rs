@@ -40,6 +40,9 @@ pub struct PgSettings {
     pub pool_size: usize,
     /// Time to wait for a connection (connect or from the pool).
     pub connect_timeout: Duration,
+    /// Longest a query may take, enforced by the client and, as `statement_timeout`, by the
+    /// server.
+    pub query_timeout: Duration,
 }
 
 impl Default for PgSettings {
@@ -49,6 +52,7 @@ impl Default for PgSettings {
             schema: None,
             pool_size: 8,
             connect_timeout: Duration::from_secs(5),
+            query_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -58,6 +62,7 @@ impl Default for PgSettings {
 pub struct PgOrderStore {
     pool: Pool,
     schema: Option<String>,
+    query_timeout: Duration,
 }
 
 impl std::fmt::Debug for PgOrderStore {
@@ -88,6 +93,12 @@ impl PgOrderStore {
             .parse()
             .map_err(|e| OrderError::Invalid(format!("orders.database_url: {e}")))?;
         config.connect_timeout(settings.connect_timeout);
+        config.keepalives(true);
+        config.keepalives_idle(Duration::from_secs(10));
+        let mut options = format!(
+            "-c statement_timeout={}",
+            settings.query_timeout.as_millis().max(1)
+        );
         if let Some(schema) = &settings.schema {
             if schema.is_empty()
                 || !schema
@@ -98,8 +109,9 @@ impl PgOrderStore {
                     "schema {schema:?}: only letters, digits and _ are allowed"
                 )));
             }
-            config.options(format!("-c search_path={schema}"));
+            options.push_str(&format!(" -c search_path={schema}"));
         }
+        config.options(&options);
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -117,9 +129,30 @@ impl PgOrderStore {
         let store = Self {
             pool,
             schema: settings.schema.clone(),
+            query_timeout: settings.query_timeout,
         };
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// Bounds a database call: a connection that stopped answering fails the call instead of
+    /// hanging it (the server also cancels statements after the same time).
+    async fn timed<T>(
+        &self,
+        op: impl std::future::Future<Output = Result<T, OrderError>>,
+    ) -> Result<T, OrderError> {
+        tokio::time::timeout(self.query_timeout, op)
+            .await
+            .map_err(|_| OrderError::Store("PostgreSQL did not answer in time".into()))?
+    }
+
+    async fn timed_mq<T>(
+        &self,
+        op: impl std::future::Future<Output = Result<T, MqError>>,
+    ) -> Result<T, MqError> {
+        tokio::time::timeout(self.query_timeout, op)
+            .await
+            .map_err(|_| MqError::Timeout)?
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, OrderError> {
@@ -286,199 +319,218 @@ fn order_from_row(r: &Row) -> Result<Order, OrderError> {
 #[async_trait]
 impl OrderStore for PgOrderStore {
     async fn insert(&self, o: &Order) -> Result<bool, OrderError> {
-        let quantity = i32::try_from(o.quantity)
-            .map_err(|_| OrderError::Invalid(format!("quantity {} exceeds i32", o.quantity)))?;
-        let (product, user, price, epoch) = (
-            to_i64(o.product_id, "product_id")?,
-            to_i64(o.user_id, "user_id")?,
-            to_i64(o.price_cents, "price_cents")?,
-            to_i64(o.epoch, "epoch")?,
-        );
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(
-                "INSERT INTO orders (order_id, product_id, user_id, quantity, price_cents, status,
-                     epoch, sold_at_ms, created_at_ms, expires_at_ms, updated_at_ms, stock_returned)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-                 ON CONFLICT (order_id) DO NOTHING",
-            )
-            .await
-            .map_err(store_err)?;
-        let n = client
-            .execute(
-                &stmt,
-                &[
-                    &o.order_id,
-                    &product,
-                    &user,
-                    &quantity,
-                    &price,
-                    &o.status.as_str(),
-                    &epoch,
-                    &o.sold_at_ms,
-                    &o.created_at_ms,
-                    &o.expires_at_ms,
-                    &o.updated_at_ms,
-                    &o.stock_returned,
-                ],
-            )
-            .await
-            .map_err(store_err)?;
-        Ok(n == 1)
+        self.timed(async {
+            let quantity = i32::try_from(o.quantity)
+                .map_err(|_| OrderError::Invalid(format!("quantity {} exceeds i32", o.quantity)))?;
+            let (product, user, price, epoch) = (
+                to_i64(o.product_id, "product_id")?,
+                to_i64(o.user_id, "user_id")?,
+                to_i64(o.price_cents, "price_cents")?,
+                to_i64(o.epoch, "epoch")?,
+            );
+            let client = self.client().await?;
+            let stmt = client
+                .prepare_cached(
+                    "INSERT INTO orders (order_id, product_id, user_id, quantity, price_cents, status,
+                         epoch, sold_at_ms, created_at_ms, expires_at_ms, updated_at_ms, stock_returned)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                     ON CONFLICT (order_id) DO NOTHING",
+                )
+                .await
+                .map_err(store_err)?;
+            let n = client
+                .execute(
+                    &stmt,
+                    &[
+                        &o.order_id,
+                        &product,
+                        &user,
+                        &quantity,
+                        &price,
+                        &o.status.as_str(),
+                        &epoch,
+                        &o.sold_at_ms,
+                        &o.created_at_ms,
+                        &o.expires_at_ms,
+                        &o.updated_at_ms,
+                        &o.stock_returned,
+                    ],
+                )
+                .await
+                .map_err(store_err)?;
+            Ok(n == 1)
+        })
+        .await
     }
 
     /// One statement for the whole batch (`unnest` of column arrays), atomic.
     async fn insert_many(&self, orders: &[Order]) -> Result<Vec<bool>, OrderError> {
-        let n = orders.len();
-        let mut ids = Vec::with_capacity(n);
-        let (mut products, mut users, mut prices, mut epochs) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        let (mut quantities, mut statuses, mut returned) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        let (mut sold, mut created, mut expires, mut updated) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        for o in orders {
-            ids.push(o.order_id.as_str());
-            products.push(to_i64(o.product_id, "product_id")?);
-            users.push(to_i64(o.user_id, "user_id")?);
-            prices.push(to_i64(o.price_cents, "price_cents")?);
-            epochs.push(to_i64(o.epoch, "epoch")?);
-            quantities.push(i32::try_from(o.quantity).map_err(|_| {
-                OrderError::Invalid(format!("quantity {} exceeds i32", o.quantity))
-            })?);
-            statuses.push(o.status.as_str());
-            returned.push(o.stock_returned);
-            sold.push(o.sold_at_ms);
-            created.push(o.created_at_ms);
-            expires.push(o.expires_at_ms);
-            updated.push(o.updated_at_ms);
-        }
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(
-                "INSERT INTO orders (order_id, product_id, user_id, quantity, price_cents, status,
-                     epoch, sold_at_ms, created_at_ms, expires_at_ms, updated_at_ms, stock_returned)
-                 SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::integer[],
-                     $5::bigint[], $6::text[], $7::bigint[], $8::bigint[], $9::bigint[],
-                     $10::bigint[], $11::bigint[], $12::boolean[])
-                 ON CONFLICT (order_id) DO NOTHING
-                 RETURNING order_id",
-            )
-            .await
-            .map_err(store_err)?;
-        let rows = client
-            .query(
-                &stmt,
-                &[
-                    &ids,
-                    &products,
-                    &users,
-                    &quantities,
-                    &prices,
-                    &statuses,
-                    &epochs,
-                    &sold,
-                    &created,
-                    &expires,
-                    &updated,
-                    &returned,
-                ],
-            )
-            .await
-            .map_err(store_err)?;
-        let mut inserted: std::collections::HashSet<String> =
-            rows.iter().map(|r| r.get::<_, String>(0)).collect();
-        Ok(orders
-            .iter()
-            .map(|o| inserted.remove(&o.order_id))
-            .collect())
+        self.timed(async {
+            let n = orders.len();
+            let mut ids = Vec::with_capacity(n);
+            let (mut products, mut users, mut prices, mut epochs) = (
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+            );
+            let (mut quantities, mut statuses, mut returned) = (
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+            );
+            let (mut sold, mut created, mut expires, mut updated) = (
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+            );
+            for o in orders {
+                ids.push(o.order_id.as_str());
+                products.push(to_i64(o.product_id, "product_id")?);
+                users.push(to_i64(o.user_id, "user_id")?);
+                prices.push(to_i64(o.price_cents, "price_cents")?);
+                epochs.push(to_i64(o.epoch, "epoch")?);
+                quantities.push(i32::try_from(o.quantity).map_err(|_| {
+                    OrderError::Invalid(format!("quantity {} exceeds i32", o.quantity))
+                })?);
+                statuses.push(o.status.as_str());
+                returned.push(o.stock_returned);
+                sold.push(o.sold_at_ms);
+                created.push(o.created_at_ms);
+                expires.push(o.expires_at_ms);
+                updated.push(o.updated_at_ms);
+            }
+            let client = self.client().await?;
+            let stmt = client
+                .prepare_cached(
+                    "INSERT INTO orders (order_id, product_id, user_id, quantity, price_cents, status,
+                         epoch, sold_at_ms, created_at_ms, expires_at_ms, updated_at_ms, stock_returned)
+                     SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::integer[],
+                         $5::bigint[], $6::text[], $7::bigint[], $8::bigint[], $9::bigint[],
+                         $10::bigint[], $11::bigint[], $12::boolean[])
+                     ON CONFLICT (order_id) DO NOTHING
+                     RETURNING order_id",
+                )
+                .await
+                .map_err(store_err)?;
+            let rows = client
+                .query(
+                    &stmt,
+                    &[
+                        &ids,
+                        &products,
+                        &users,
+                        &quantities,
+                        &prices,
+                        &statuses,
+                        &epochs,
+                        &sold,
+                        &created,
+                        &expires,
+                        &updated,
+                        &returned,
+                    ],
+                )
+                .await
+                .map_err(store_err)?;
+            let mut inserted: std::collections::HashSet<String> =
+                rows.iter().map(|r| r.get::<_, String>(0)).collect();
+            Ok(orders
+                .iter()
+                .map(|o| inserted.remove(&o.order_id))
+                .collect())
+        })
+        .await
     }
 
     async fn get(&self, order_id: &str) -> Result<Option<Order>, OrderError> {
-        self.find(order_id).await
+        self.timed(async { self.find(order_id).await }).await
     }
 
     async fn counts(&self, product_id: u64, epoch: u64) -> Result<OrderCounts, OrderError> {
-        let (product, epoch) = (to_i64(product_id, "product_id")?, to_i64(epoch, "epoch")?);
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(
-                "SELECT count(*),
-                        count(*) FILTER (WHERE status <> 'cancelled'),
-                        coalesce(sum(quantity) FILTER (WHERE status <> 'cancelled'), 0)
-                 FROM orders WHERE product_id = $1 AND epoch = $2",
-            )
-            .await
-            .map_err(store_err)?;
-        let row = client
-            .query_one(&stmt, &[&product, &epoch])
-            .await
-            .map_err(store_err)?;
-        let n = |i: usize| u64::try_from(row.get::<_, i64>(i)).unwrap_or(0);
-        Ok(OrderCounts {
-            orders: n(0),
-            live_orders: n(1),
-            live_items: n(2),
+        self.timed(async {
+            let (product, epoch) = (to_i64(product_id, "product_id")?, to_i64(epoch, "epoch")?);
+            let client = self.client().await?;
+            let stmt = client
+                .prepare_cached(
+                    "SELECT count(*),
+                            count(*) FILTER (WHERE status <> 'cancelled'),
+                            coalesce(sum(quantity) FILTER (WHERE status <> 'cancelled'), 0)
+                     FROM orders WHERE product_id = $1 AND epoch = $2",
+                )
+                .await
+                .map_err(store_err)?;
+            let row = client
+                .query_one(&stmt, &[&product, &epoch])
+                .await
+                .map_err(store_err)?;
+            let n = |i: usize| u64::try_from(row.get::<_, i64>(i)).unwrap_or(0);
+            Ok(OrderCounts {
+                orders: n(0),
+                live_orders: n(1),
+                live_items: n(2),
+            })
         })
+        .await
     }
 
     async fn pay(&self, order_id: &str, now_ms: i64) -> Result<Transition, OrderError> {
-        self.set_status(order_id, OrderStatus::Paid, now_ms).await
+        self.timed(async { self.set_status(order_id, OrderStatus::Paid, now_ms).await })
+            .await
     }
 
     async fn cancel(&self, order_id: &str, now_ms: i64) -> Result<Transition, OrderError> {
-        self.set_status(order_id, OrderStatus::Cancelled, now_ms)
-            .await
+        self.timed(async {
+            self.set_status(order_id, OrderStatus::Cancelled, now_ms)
+                .await
+        })
+        .await
     }
 
     async fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<Order>, OrderError> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(
-                "(SELECT * FROM orders WHERE status = 'awaiting_payment' AND expires_at_ms <= $1
-                  ORDER BY expires_at_ms LIMIT $2)
-                 UNION ALL
-                 (SELECT * FROM orders WHERE status = 'cancelled' AND NOT stock_returned
-                  ORDER BY expires_at_ms LIMIT $2)",
-            )
-            .await
-            .map_err(store_err)?;
-        let rows = client
-            .query(&stmt, &[&now_ms, &limit])
-            .await
-            .map_err(store_err)?;
-        let mut due = rows
-            .iter()
-            .map(order_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        due.sort_by_key(|o| o.expires_at_ms);
-        due.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-        Ok(due)
+        self.timed(async {
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let client = self.client().await?;
+            let stmt = client
+                .prepare_cached(
+                    "(SELECT * FROM orders WHERE status = 'awaiting_payment' AND expires_at_ms <= $1
+                      ORDER BY expires_at_ms LIMIT $2)
+                     UNION ALL
+                     (SELECT * FROM orders WHERE status = 'cancelled' AND NOT stock_returned
+                      ORDER BY expires_at_ms LIMIT $2)",
+                )
+                .await
+                .map_err(store_err)?;
+            let rows = client
+                .query(&stmt, &[&now_ms, &limit])
+                .await
+                .map_err(store_err)?;
+            let mut due = rows
+                .iter()
+                .map(order_from_row)
+                .collect::<Result<Vec<_>, _>>()?;
+            due.sort_by_key(|o| o.expires_at_ms);
+            due.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+            Ok(due)
+        })
+        .await
     }
 
     async fn mark_stock_returned(&self, order_id: &str) -> Result<(), OrderError> {
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached("UPDATE orders SET stock_returned = true WHERE order_id = $1")
-            .await
-            .map_err(store_err)?;
-        client
-            .execute(&stmt, &[&order_id])
-            .await
-            .map_err(store_err)?;
-        Ok(())
+        self.timed(async {
+            let client = self.client().await?;
+            let stmt = client
+                .prepare_cached("UPDATE orders SET stock_returned = true WHERE order_id = $1")
+                .await
+                .map_err(store_err)?;
+            client
+                .execute(&stmt, &[&order_id])
+                .await
+                .map_err(store_err)?;
+            Ok(())
+        })
+        .await
     }
 }
 
@@ -495,29 +547,32 @@ impl OffsetStore for PgOrderStore {
         owner: &str,
         ttl: Duration,
     ) -> Result<Option<Option<i64>>, MqError> {
-        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
-        let client = self.pool.get().await.map_err(mq_err)?;
-        let stmt = client
-            .prepare_cached(
-                "INSERT INTO consumer_offsets (group_name, topic, partition, owner, lease_until)
-                 VALUES ($1, $2, $3, $4, clock_timestamp() + $5::bigint * interval '1 millisecond')
-                 ON CONFLICT (group_name, topic, partition) DO UPDATE
-                     SET owner = EXCLUDED.owner, lease_until = EXCLUDED.lease_until
-                     WHERE consumer_offsets.owner IS NULL
-                        OR consumer_offsets.owner = EXCLUDED.owner
-                        OR consumer_offsets.lease_until < clock_timestamp()
-                 RETURNING next_offset",
-            )
-            .await
-            .map_err(mq_err)?;
-        let row = client
-            .query_opt(
-                &stmt,
-                &[&key.group, &key.topic, &key.partition, &owner, &ttl_ms],
-            )
-            .await
-            .map_err(mq_err)?;
-        Ok(row.map(|r| r.get::<_, Option<i64>>(0)))
+        self.timed_mq(async {
+            let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+            let client = self.pool.get().await.map_err(mq_err)?;
+            let stmt = client
+                .prepare_cached(
+                    "INSERT INTO consumer_offsets (group_name, topic, partition, owner, lease_until)
+                     VALUES ($1, $2, $3, $4, clock_timestamp() + $5::bigint * interval '1 millisecond')
+                     ON CONFLICT (group_name, topic, partition) DO UPDATE
+                         SET owner = EXCLUDED.owner, lease_until = EXCLUDED.lease_until
+                         WHERE consumer_offsets.owner IS NULL
+                            OR consumer_offsets.owner = EXCLUDED.owner
+                            OR consumer_offsets.lease_until < clock_timestamp()
+                     RETURNING next_offset",
+                )
+                .await
+                .map_err(mq_err)?;
+            let row = client
+                .query_opt(
+                    &stmt,
+                    &[&key.group, &key.topic, &key.partition, &owner, &ttl_ms],
+                )
+                .await
+                .map_err(mq_err)?;
+            Ok(row.map(|r| r.get::<_, Option<i64>>(0)))
+        })
+        .await
     }
 
     async fn commit(
@@ -526,47 +581,56 @@ impl OffsetStore for PgOrderStore {
         owner: &str,
         next_offset: i64,
     ) -> Result<bool, MqError> {
-        let client = self.pool.get().await.map_err(mq_err)?;
-        let stmt = client
-            .prepare_cached(
-                "UPDATE consumer_offsets SET next_offset = $4
-                 WHERE group_name = $1 AND topic = $2 AND partition = $3 AND owner = $5",
-            )
-            .await
-            .map_err(mq_err)?;
-        let n = client
-            .execute(
-                &stmt,
-                &[&key.group, &key.topic, &key.partition, &next_offset, &owner],
-            )
-            .await
-            .map_err(mq_err)?;
-        Ok(n == 1)
+        self.timed_mq(async {
+            let client = self.pool.get().await.map_err(mq_err)?;
+            let stmt = client
+                .prepare_cached(
+                    "UPDATE consumer_offsets SET next_offset = $4
+                     WHERE group_name = $1 AND topic = $2 AND partition = $3 AND owner = $5",
+                )
+                .await
+                .map_err(mq_err)?;
+            let n = client
+                .execute(
+                    &stmt,
+                    &[&key.group, &key.topic, &key.partition, &next_offset, &owner],
+                )
+                .await
+                .map_err(mq_err)?;
+            Ok(n == 1)
+        })
+        .await
     }
 
     async fn position(&self, key: &PartitionKey) -> Result<Option<i64>, MqError> {
-        let client = self.pool.get().await.map_err(mq_err)?;
-        let row = client
-            .query_opt(
-                "SELECT next_offset FROM consumer_offsets
-                 WHERE group_name = $1 AND topic = $2 AND partition = $3",
-                &[&key.group, &key.topic, &key.partition],
-            )
-            .await
-            .map_err(mq_err)?;
-        Ok(row.and_then(|r| r.get::<_, Option<i64>>(0)))
+        self.timed_mq(async {
+            let client = self.pool.get().await.map_err(mq_err)?;
+            let row = client
+                .query_opt(
+                    "SELECT next_offset FROM consumer_offsets
+                     WHERE group_name = $1 AND topic = $2 AND partition = $3",
+                    &[&key.group, &key.topic, &key.partition],
+                )
+                .await
+                .map_err(mq_err)?;
+            Ok(row.and_then(|r| r.get::<_, Option<i64>>(0)))
+        })
+        .await
     }
 
     async fn release(&self, key: &PartitionKey, owner: &str) -> Result<(), MqError> {
-        let client = self.pool.get().await.map_err(mq_err)?;
-        client
-            .execute(
-                "UPDATE consumer_offsets SET owner = NULL, lease_until = NULL
-                 WHERE group_name = $1 AND topic = $2 AND partition = $3 AND owner = $4",
-                &[&key.group, &key.topic, &key.partition, &owner],
-            )
-            .await
-            .map_err(mq_err)?;
-        Ok(())
+        self.timed_mq(async {
+            let client = self.pool.get().await.map_err(mq_err)?;
+            client
+                .execute(
+                    "UPDATE consumer_offsets SET owner = NULL, lease_until = NULL
+                     WHERE group_name = $1 AND topic = $2 AND partition = $3 AND owner = $4",
+                    &[&key.group, &key.topic, &key.partition, &owner],
+                )
+                .await
+                .map_err(mq_err)?;
+            Ok(())
+        })
+        .await
     }
 }

@@ -120,7 +120,7 @@ async fn a_failing_store_is_retried_until_the_order_is_stored() {
     let broker = Arc::new(MemoryBroker::new());
     let store = Arc::new(Flaky {
         inner: MemoryOrderStore::new(),
-        failures: Mutex::new(3),
+        failures: Mutex::new(10),
     });
     let sub = broker
         .subscribe(Topic::OrderCreated, ORDER_SERVICE_GROUP)
@@ -130,8 +130,9 @@ async fn a_failing_store_is_retried_until_the_order_is_stored() {
     let task =
         tokio::spawn(OrderConsumer::new(store.clone(), broker.clone()).run(sub, stop.clone()));
     broker.publish(&sale(1)).await.unwrap();
-    // Backoff is 50 + 100 + 200 ms of paused time before the fourth attempt.
-    for _ in 0..100 {
+    // An outage longer than a broker's delivery attempts (10 failures, ~21 s of backoff in
+    // paused time): the delivery is held and retried, never dead-lettered.
+    for _ in 0..3000 {
         if store.counts(1001, 1).await.unwrap().orders == 1 {
             break;
         }
@@ -139,6 +140,11 @@ async fn a_failing_store_is_retried_until_the_order_is_stored() {
     }
     assert_eq!(store.counts(1001, 1).await.unwrap().orders, 1);
     assert_eq!(*store.failures.lock(), 0);
+    assert!(
+        broker
+            .dead_letters(Topic::OrderCreated, ORDER_SERVICE_GROUP)
+            .is_empty()
+    );
     stop.cancel();
     task.await.unwrap();
 }
@@ -210,13 +216,25 @@ async fn one_bad_message_does_not_hold_back_its_batch() {
     }
     assert_eq!(store.counts(1001, 1).await.unwrap().orders, 9);
     assert_eq!(store.get("1001-5").await.unwrap(), None);
-    // The bad one is still held for retry, never dropped.
+    // The bad one can never be stored: it is dead-lettered, not dropped and not retried forever.
+    for _ in 0..100 {
+        if !broker
+            .dead_letters(Topic::OrderCreated, ORDER_SERVICE_GROUP)
+            .is_empty()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let dead = broker.dead_letters(Topic::OrderCreated, ORDER_SERVICE_GROUP);
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].id, "oc-1001-5");
     assert_eq!(
         broker
             .pending(Topic::OrderCreated, ORDER_SERVICE_GROUP)
             .await
             .unwrap(),
-        Some(1)
+        Some(0)
     );
     stop.cancel();
     task.await.unwrap();

@@ -18,6 +18,16 @@ use crate::ApiError;
 
 /// The success envelope `{"code":0,"message":"success","data":…}`.
 pub(crate) fn ok<T: Serialize>(status: StatusCode, data: &T) -> Response {
+    envelope(status, 0, "success", data)
+}
+
+/// The response envelope with any code, message and data.
+pub(crate) fn envelope<T: Serialize>(
+    status: StatusCode,
+    code: i32,
+    message: &'static str,
+    data: &T,
+) -> Response {
     #[derive(Serialize)]
     struct Envelope<'a, T> {
         code: i32,
@@ -25,8 +35,8 @@ pub(crate) fn ok<T: Serialize>(status: StatusCode, data: &T) -> Response {
         data: &'a T,
     }
     match serde_json::to_vec(&Envelope {
-        code: 0,
-        message: "success",
+        code,
+        message,
         data,
     }) {
         Ok(body) => (

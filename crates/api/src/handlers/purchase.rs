@@ -8,12 +8,15 @@ use axum::response::{IntoResponse, Response};
 use seckill_inventory::{PurchaseOutcome, PurchaseRequest};
 use serde::{Deserialize, Serialize};
 
-use super::{Kind, ok, parse_json, read_body};
+use super::{Kind, envelope, ok, parse_json, read_body};
 use crate::ApiError;
 use crate::error::codes;
 use crate::pipeline::{AsyncStatus, Job, purchase_requested};
 use crate::state::{AppState, Inner, rejection};
 use crate::stats::Outcome;
+
+/// Longest wait for the broker to confirm an accepted asynchronous purchase.
+const PUBLISH_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Longest accepted `Idempotency-Key`.
 const MAX_IDEMPOTENCY_KEY: usize = 128;
@@ -169,10 +172,21 @@ pub(crate) async fn purchase_async(State(state): State<AppState>, req: Request) 
                 }
             });
         }
-        if !matches!(confirmed.await, Ok(Ok(()))) {
-            let _ = s.results.remove(&request_id).await;
+        let confirmed = tokio::time::timeout(PUBLISH_WAIT, confirmed).await;
+        if !matches!(confirmed, Ok(Ok(Ok(())))) {
+            // Not confirmed is not "not delivered" (a batch can be partly written, a confirm
+            // lost): the pending record stays, and the answer carries the id to poll.
+            tracing::warn!(%request_id, "an accepted purchase was not confirmed by the broker");
             s.stats.count(Outcome::BackendUnavailable);
-            return Err(s.flow.busy(codes::BACKEND_UNAVAILABLE));
+            return Ok(envelope(
+                StatusCode::SERVICE_UNAVAILABLE,
+                codes::BACKEND_UNAVAILABLE,
+                "the broker did not confirm the request; it may still run: poll its result",
+                &Accepted {
+                    request_id: &request_id,
+                    status: "unconfirmed",
+                },
+            ));
         }
         s.stats.count(Outcome::Accepted);
         Ok(ok(

@@ -25,6 +25,8 @@ pub struct Stack {
     pub orders: Arc<PgOrderStore>,
     /// Between the instances and the broker, when asked for.
     pub proxy: Option<Proxy>,
+    /// Between the instances and PostgreSQL, when asked for.
+    pub db_proxy: Option<Proxy>,
     /// A Kafka broker of the test's own behind the proxy (Kafka clients connect to the
     /// advertised address, so the shared broker cannot be put behind one).
     private_kafka: Option<std::process::Child>,
@@ -43,20 +45,33 @@ fn unique() -> String {
 
 impl Stack {
     pub async fn new(mq: Mq) -> Self {
-        Self::build(mq, false).await
+        Self::build(mq, false, false).await
+    }
+
+    /// A stack whose PostgreSQL connections go through a [`Proxy`] the test can take down.
+    pub async fn with_db_proxy(mq: Mq) -> Self {
+        Self::build(mq, false, true).await
     }
 
     /// A stack whose broker connections go through a [`Proxy`] the test can take down. For
     /// Kafka it runs a private `tansu` that advertises the proxy's address.
     pub async fn with_proxy(mq: Mq) -> Self {
-        Self::build(mq, true).await
+        Self::build(mq, true, false).await
     }
 
-    async fn build(mq: Mq, proxied: bool) -> Self {
+    async fn build(mq: Mq, proxied: bool, db_proxied: bool) -> Self {
         let name = unique();
+        let db_proxy = if db_proxied {
+            Some(Proxy::start("127.0.0.1:5432".parse().unwrap()).await)
+        } else {
+            None
+        };
+        let port = db_proxy.as_ref().map_or(5432, |p| p.addr.port());
         let orders = Arc::new(
             PgOrderStore::connect(&PgSettings {
+                url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
                 schema: Some(name.clone()),
+                query_timeout: Duration::from_secs(2),
                 ..PgSettings::default()
             })
             .await
@@ -83,6 +98,7 @@ impl Stack {
             name,
             orders,
             proxy,
+            db_proxy,
             private_kafka,
             inventories: Default::default(),
             rabbits: Default::default(),
@@ -179,6 +195,19 @@ impl Stack {
         }
     }
 
+    /// Messages the order service dead-lettered (RabbitMQ).
+    pub async fn order_dead_letters(&self) -> u64 {
+        let r = RabbitBroker::connect(self.rabbit_settings(5672))
+            .await
+            .unwrap();
+        let n = r
+            .dead_letter_count(Topic::OrderCreated, ORDER_SERVICE_GROUP)
+            .await
+            .unwrap();
+        r.close().await;
+        n
+    }
+
     /// Removes the test's keys, queues or topics, and schema.
     pub async fn cleanup(mut self) {
         let inventories: Vec<_> = self.inventories.lock().drain(..).collect();
@@ -210,6 +239,9 @@ impl Stack {
             .unwrap();
             b.delete_topics().await.unwrap();
             b.shutdown().await;
+        }
+        if let Some(p) = &self.db_proxy {
+            p.up();
         }
         self.orders.drop_schema().await.unwrap();
     }
