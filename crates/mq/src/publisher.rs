@@ -90,7 +90,7 @@ impl Delivery {
     /// Acknowledges the delivery.
     ///
     /// # Errors
-    /// The broker could not be told; the message will be delivered again.
+    /// The broker could not be told; the message may be delivered again (handle it idempotently).
     pub async fn ack(self) -> Result<(), MqError> {
         self.acker.ack().await
     }
@@ -98,7 +98,7 @@ impl Delivery {
     /// Rejects the delivery, to be delivered again (`requeue`) or dead-lettered.
     ///
     /// # Errors
-    /// The broker could not be told; the message will be delivered again.
+    /// The broker could not be told; the message may be delivered again (handle it idempotently).
     pub async fn nack(self, requeue: bool) -> Result<(), MqError> {
         self.acker.nack(requeue).await
     }
