@@ -1,6 +1,6 @@
 //! The [`OrderStore`] trait and the in-process [`MemoryOrderStore`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use async_trait::async_trait;
 use parking_lot::RwLock;
@@ -166,10 +166,22 @@ pub trait OrderStore: Send + Sync + 'static {
 }
 
 /// Orders held in this process (embedded mode).
+///
+/// The sweeper's queries are served from ordered indexes (by deadline), so a sweep costs what
+/// is due, not the number of orders.
 #[derive(Default)]
 pub struct MemoryOrderStore {
-    orders: RwLock<HashMap<String, Order>>,
-    per_product: RwLock<HashMap<(u64, u64), OrderCounts>>,
+    state: RwLock<State>,
+}
+
+#[derive(Default)]
+struct State {
+    orders: HashMap<String, Order>,
+    counts: HashMap<(u64, u64), OrderCounts>,
+    /// Orders awaiting payment, by (deadline, id).
+    awaiting: BTreeSet<(i64, String)>,
+    /// Cancelled orders whose stock is not back yet, by (deadline, id).
+    unreturned: BTreeSet<(i64, String)>,
 }
 
 impl MemoryOrderStore {
@@ -180,11 +192,17 @@ impl MemoryOrderStore {
 
     /// Every order, in no particular order.
     pub fn all(&self) -> Vec<Order> {
-        self.orders.read().values().cloned().collect()
+        self.state.read().orders.values().cloned().collect()
     }
 
     fn set_status(&self, order_id: &str, to: OrderStatus, now_ms: i64) -> Transition {
-        let mut orders = self.orders.write();
+        let mut st = self.state.write();
+        let State {
+            orders,
+            counts,
+            awaiting,
+            unreturned,
+        } = &mut *st;
         let Some(o) = orders.get_mut(order_id) else {
             return Transition::NotFound;
         };
@@ -196,11 +214,15 @@ impl MemoryOrderStore {
         }
         o.status = to;
         o.updated_at_ms = now_ms;
+        let key = (o.expires_at_ms, o.order_id.clone());
+        awaiting.remove(&key);
         if to == OrderStatus::Cancelled {
-            let mut counts = self.per_product.write();
             let c = counts.entry((o.product_id, o.epoch)).or_default();
             c.live_orders -= 1;
             c.live_items -= u64::from(o.quantity);
+            if !o.stock_returned {
+                unreturned.insert(key);
+            }
         }
         Transition::Done(o.clone())
     }
@@ -209,29 +231,42 @@ impl MemoryOrderStore {
 #[async_trait]
 impl OrderStore for MemoryOrderStore {
     async fn insert(&self, order: &Order) -> Result<bool, OrderError> {
-        let mut orders = self.orders.write();
-        if orders.contains_key(&order.order_id) {
+        let mut st = self.state.write();
+        if st.orders.contains_key(&order.order_id) {
             return Ok(false);
         }
-        orders.insert(order.order_id.clone(), order.clone());
-        let mut counts = self.per_product.write();
-        let c = counts.entry((order.product_id, order.epoch)).or_default();
+        let key = (order.expires_at_ms, order.order_id.clone());
+        match order.status {
+            OrderStatus::AwaitingPayment => {
+                st.awaiting.insert(key);
+            }
+            OrderStatus::Cancelled if !order.stock_returned => {
+                st.unreturned.insert(key);
+            }
+            _ => {}
+        }
+        let c = st
+            .counts
+            .entry((order.product_id, order.epoch))
+            .or_default();
         c.orders += 1;
         if order.status != OrderStatus::Cancelled {
             c.live_orders += 1;
             c.live_items += u64::from(order.quantity);
         }
+        st.orders.insert(order.order_id.clone(), order.clone());
         Ok(true)
     }
 
     async fn get(&self, order_id: &str) -> Result<Option<Order>, OrderError> {
-        Ok(self.orders.read().get(order_id).cloned())
+        Ok(self.state.read().orders.get(order_id).cloned())
     }
 
     async fn counts(&self, product_id: u64, epoch: u64) -> Result<OrderCounts, OrderError> {
         Ok(self
-            .per_product
+            .state
             .read()
+            .counts
             .get(&(product_id, epoch))
             .copied()
             .unwrap_or_default())
@@ -246,25 +281,30 @@ impl OrderStore for MemoryOrderStore {
     }
 
     async fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<Order>, OrderError> {
-        let mut due: Vec<Order> = self
-            .orders
-            .read()
-            .values()
-            .filter(|o| match o.status {
-                OrderStatus::AwaitingPayment => o.expires_at_ms <= now_ms,
-                OrderStatus::Cancelled => !o.stock_returned,
-                OrderStatus::Paid => false,
-            })
-            .cloned()
-            .collect();
-        due.sort_by_key(|o| o.expires_at_ms);
-        due.truncate(limit);
-        Ok(due)
+        let st = self.state.read();
+        let expired = st
+            .awaiting
+            .iter()
+            .take_while(|(deadline, _)| *deadline <= now_ms)
+            .take(limit);
+        let mut keys: Vec<&(i64, String)> =
+            expired.chain(st.unreturned.iter().take(limit)).collect();
+        keys.sort();
+        keys.truncate(limit);
+        Ok(keys
+            .into_iter()
+            .filter_map(|(_, id)| st.orders.get(id).cloned())
+            .collect())
     }
 
     async fn mark_stock_returned(&self, order_id: &str) -> Result<(), OrderError> {
-        if let Some(o) = self.orders.write().get_mut(order_id) {
+        let mut st = self.state.write();
+        let State {
+            orders, unreturned, ..
+        } = &mut *st;
+        if let Some(o) = orders.get_mut(order_id) {
             o.stock_returned = true;
+            unreturned.remove(&(o.expires_at_ms, o.order_id.clone()));
         }
         Ok(())
     }

@@ -213,7 +213,11 @@ pub async fn components(
         Backend::Redis => {
             let inv = std::sync::Arc::new(
                 seckill_inventory::RedisInventory::connect(
-                    &seckill_inventory::RedisSettings::default(),
+                    &seckill_inventory::RedisSettings {
+                        // A loaded two-core machine can be slow to accept a pool's connections.
+                        connect_timeout: Duration::from_secs(10),
+                        ..seckill_inventory::RedisSettings::default()
+                    },
                     seckill_inventory::RedisInventoryOptions {
                         key_prefix: format!("test-api-{:016x}", rand::random::<u64>()),
                         ..Default::default()

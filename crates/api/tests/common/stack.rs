@@ -110,7 +110,11 @@ impl Stack {
     pub async fn components(&self) -> Components {
         let inventory = Arc::new(
             RedisInventory::connect(
-                &RedisSettings::default(),
+                &RedisSettings {
+                    // A loaded two-core machine can be slow to accept a pool's connections.
+                    connect_timeout: Duration::from_secs(10),
+                    ..RedisSettings::default()
+                },
                 RedisInventoryOptions {
                     key_prefix: self.name.clone(),
                     // A crashed instance's claimed sales are taken over after 1 s.
