@@ -1205,11 +1205,20 @@ async fn run_partition(inner: Arc<Inner>, group: Arc<Group>, index: usize) {
             // without the partition, so wait at least 1 ms.
             let wait = settings.fetch_max_wait.min(inner.lease_renewal() / 2);
             let max_wait = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX).max(1);
-            let fetch = inner.timed(client.fetch_records(
-                next_fetch,
-                1..settings.fetch_max_bytes.max(2),
-                max_wait,
-            ));
+            // Bounded by the renewal interval too, not only the request timeout: a fetch stuck
+            // on an unreachable broker must not outlive the lease while this task still
+            // believes it holds the partition.
+            let fetch_limit = settings
+                .request_timeout
+                .min(inner.lease_renewal().max(wait * 2));
+            let fetch = async {
+                with_timeout(
+                    fetch_limit,
+                    client.fetch_records(next_fetch, 1..settings.fetch_max_bytes.max(2), max_wait),
+                )
+                .await?
+                .map_err(client_error)
+            };
             let fetched = match unless_stopped(&mut stop, fetch).await {
                 None => break 'lease,
                 Some(fetched) => fetched,
