@@ -428,6 +428,9 @@ pub struct OrdersConfig {
     pub schema: Option<String>,
     /// Connections to PostgreSQL.
     pub pool_size: usize,
+    /// Longest a database call may take (client-side bound and server `statement_timeout`).
+    #[serde(with = "humantime_serde")]
+    pub query_timeout: Duration,
     /// Time a buyer has to pay, from the sale; then the order is cancelled and its items go
     /// back on sale.
     #[serde(with = "humantime_serde")]
@@ -444,6 +447,7 @@ impl Default for OrdersConfig {
             database_url: "postgres://postgres@127.0.0.1:5432/postgres".into(),
             schema: None,
             pool_size: 8,
+            query_timeout: Duration::from_secs(10),
             payment_timeout: Duration::from_secs(15 * 60),
             sweep_interval: Duration::from_secs(1),
         }
@@ -706,6 +710,9 @@ impl Config {
             if o.pool_size == 0 || o.pool_size > 256 {
                 p.push(("orders.pool_size", "must be between 1 and 256".into()));
             }
+            if o.query_timeout < Duration::from_millis(10) {
+                p.push(("orders.query_timeout", "must be at least 10ms".into()));
+            }
         }
         if o.payment_timeout < Duration::from_secs(1) {
             p.push(("orders.payment_timeout", "must be at least 1s".into()));
@@ -787,6 +794,7 @@ impl Config {
             url: o.database_url.clone(),
             schema: o.schema.clone(),
             pool_size: o.pool_size,
+            query_timeout: o.query_timeout,
             ..seckill_orders::PgSettings::default()
         }
     }
