@@ -4,6 +4,8 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use arc_swap::ArcSwapOption;
+
 use seckill_flowcontrol::{
     CircuitBreaker, Degradation, FixedWindow, KeyedLimiter, Quota, RateLimiter, RequestQueue,
     SlidingWindow, TokenBucket,
@@ -18,13 +20,27 @@ use crate::{ApiError, Settings};
 pub struct FlowControl {
     degradation: Degradation,
     auto_degrade: bool,
-    global: Option<Box<dyn RateLimiter>>,
+    /// The global limit, replaceable at run time by the operators' lever.
+    global: ArcSwapOption<Global>,
     per_user: Option<KeyedLimiter<u64>>,
     per_ip: Option<KeyedLimiter<IpAddr>>,
     queue: Arc<RequestQueue>,
     breaker: CircuitBreaker,
     busy_message: Arc<str>,
     capacity: f64,
+}
+
+/// A global limiter with the settings it was built from.
+struct Global {
+    settings: RateLimitSettings,
+    limiter: Box<dyn RateLimiter>,
+}
+
+fn global(s: &RateLimitSettings) -> Arc<Global> {
+    Arc::new(Global {
+        settings: *s,
+        limiter: limiter(s),
+    })
 }
 
 fn quota(s: &RateLimitSettings) -> Quota {
@@ -59,7 +75,7 @@ impl FlowControl {
         Self {
             degradation: Degradation::new(settings.degradation.threshold, 0.1),
             auto_degrade: settings.degradation.enable,
-            global: settings.rate_limit.as_ref().map(limiter),
+            global: ArcSwapOption::new(settings.rate_limit.as_ref().map(global)),
             per_user: settings
                 .per_user_limit
                 .as_ref()
@@ -115,8 +131,8 @@ impl FlowControl {
     /// # Errors
     /// [`ApiError::RateLimited`].
     pub fn check_global(&self, stats: &Stats) -> Result<(), ApiError> {
-        if let Some(l) = &self.global {
-            l.try_acquire(1).map_err(|r| {
+        if let Some(g) = &*self.global.load() {
+            g.limiter.try_acquire(1).map_err(|r| {
                 stats.count(Outcome::RateLimited);
                 ApiError::RateLimited {
                     retry_after: r.retry_after,
@@ -124,6 +140,17 @@ impl FlowControl {
             })?;
         }
         Ok(())
+    }
+
+    /// The global limit in force (`None`: off).
+    pub fn global_limit(&self) -> Option<RateLimitSettings> {
+        self.global.load().as_ref().map(|g| g.settings)
+    }
+
+    /// Replaces the global limit at run time (`None` turns it off): the operators' lever to
+    /// tighten or relax admission during a sale. The new limiter starts full (its burst).
+    pub fn set_global_limit(&self, settings: Option<RateLimitSettings>) {
+        self.global.store(settings.as_ref().map(global));
     }
 
     /// Applies the per-user and per-IP limits.

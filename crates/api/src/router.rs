@@ -35,6 +35,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/system/stats", get(query::system_stats))
         .route("/api/v1/system/degradation", post(activity::degradation))
+        .route(
+            "/api/v1/system/rate-limit",
+            get(activity::rate_limit_get).post(activity::rate_limit_set),
+        )
         .route("/health", get(query::health))
         .route("/metrics", get(query::metrics))
         .fallback(|| async {

@@ -293,3 +293,74 @@ async fn a_queue_wait_timeout_answers_503() {
     assert_counted(&s, &counters, "success", 1).await;
     Arc::into_inner(s).unwrap().shutdown().await;
 }
+
+#[tokio::test]
+async fn operators_tighten_and_lift_the_global_limit_at_run_time() {
+    let s = Server::embedded().await;
+    assert_eq!(s.prewarm(activity(1201, 100)).await.0, 200);
+    let (st, v) = s.get("/api/v1/system/rate-limit").await;
+    assert_eq!(
+        (st, v["data"]["enable"].as_bool()),
+        (200, Some(false)),
+        "{v}"
+    );
+
+    let (st, v) = s
+        .post(
+            "/api/v1/system/rate-limit",
+            json!({"enable": true, "requests_per_second": 1, "burst_size": 2}),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["data"]["requests_per_second"], 1);
+    assert_eq!(v["data"]["burst_size"], 2);
+    assert_eq!(v["data"]["algorithm"], "token_bucket");
+    assert_eq!(s.purchase(1201, 1).await.0, 200);
+    assert_eq!(s.purchase(1201, 2).await.0, 200);
+    let r = s
+        .client
+        .post(s.url("/api/v1/seckill/purchase"))
+        .json(&json!({"product_id": 1201, "user_id": 3, "quantity": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+
+    // A bad value names its field and changes nothing.
+    let (st, v) = s
+        .post(
+            "/api/v1/system/rate-limit",
+            json!({"enable": true, "requests_per_second": 0}),
+        )
+        .await;
+    assert_eq!(st, 400, "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("requests_per_second"),
+        "{v}"
+    );
+    let (_, v) = s.get("/api/v1/system/rate-limit").await;
+    assert_eq!(
+        (
+            v["data"]["requests_per_second"].as_u64(),
+            v["data"]["burst_size"].as_u64()
+        ),
+        (Some(1), Some(2))
+    );
+
+    // Lifted: purchases pass again.
+    let (st, v) = s
+        .post("/api/v1/system/rate-limit", json!({"enable": false}))
+        .await;
+    assert_eq!(
+        (st, v["data"]["enable"].as_bool()),
+        (200, Some(false)),
+        "{v}"
+    );
+    assert_eq!(s.purchase(1201, 3).await.0, 200);
+    assert_eq!(s.purchase(1201, 4).await.0, 200);
+    s.shutdown().await;
+}

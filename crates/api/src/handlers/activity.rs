@@ -11,6 +11,7 @@ use super::{Kind, ok, parse_json, read_body};
 use crate::ApiError;
 use crate::error::codes;
 use crate::state::AppState;
+use crate::{LimitAlgorithm, RateLimitSettings, Settings};
 
 /// Highest accepted price.
 const MAX_PRICE: f64 = 1e10;
@@ -176,6 +177,106 @@ pub(crate) async fn degradation(State(state): State<AppState>, req: Request) -> 
                 degraded: forced.unwrap_or(false),
             },
         ))
+    };
+    result.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+#[derive(Deserialize)]
+struct RateLimitBody {
+    enable: bool,
+    requests_per_second: Option<u64>,
+    burst_size: Option<u64>,
+    algorithm: Option<String>,
+}
+
+#[derive(Serialize)]
+struct RateLimitView {
+    enable: bool,
+    algorithm: Option<&'static str>,
+    requests_per_second: Option<u32>,
+    burst_size: Option<u32>,
+}
+
+fn rate_limit_view(s: Option<RateLimitSettings>) -> RateLimitView {
+    RateLimitView {
+        enable: s.is_some(),
+        algorithm: s.as_ref().map(|s| match s.algorithm {
+            LimitAlgorithm::TokenBucket => "token_bucket",
+            LimitAlgorithm::SlidingWindow => "sliding_window",
+            LimitAlgorithm::FixedWindow => "fixed_window",
+        }),
+        requests_per_second: s.as_ref().map(|s| s.requests_per_second.get()),
+        burst_size: s.as_ref().map(|s| s.burst_size.get()),
+    }
+}
+
+/// `GET /api/v1/system/rate-limit`: the global limit in force.
+pub(crate) async fn rate_limit_get(State(state): State<AppState>) -> Response {
+    ok(
+        StatusCode::OK,
+        &rate_limit_view(state.0.flow.global_limit()),
+    )
+}
+
+/// `POST /api/v1/system/rate-limit`: the operators' lever to tighten or relax the global limit
+/// at run time, `{"enable": true, "requests_per_second": 200, "burst_size": 400}` (omitted
+/// fields keep their current or configured values) or `{"enable": false}`. Per instance.
+pub(crate) async fn rate_limit_set(State(state): State<AppState>, req: Request) -> Response {
+    let s = &*state.0;
+    let result = async {
+        let (parts, body) = req.into_parts();
+        let bytes = read_body(&parts.headers, body, s.settings.max_body_bytes).await?;
+        let b: RateLimitBody = parse_json(
+            &bytes,
+            &[
+                ("enable", Kind::Bool, true),
+                ("requests_per_second", Kind::PositiveInt, false),
+                ("burst_size", Kind::PositiveInt, false),
+                ("algorithm", Kind::String, false),
+            ],
+        )?;
+        let next = if b.enable {
+            let base = s
+                .flow
+                .global_limit()
+                .or(s.settings.rate_limit)
+                .unwrap_or_else(|| Settings::default().rate_limit.expect("a default limit"));
+            let positive = |v: Option<u64>, field: &str, current: std::num::NonZeroU32| match v {
+                None => Ok(current),
+                Some(v) => u32::try_from(v)
+                    .ok()
+                    .and_then(std::num::NonZeroU32::new)
+                    .ok_or_else(|| {
+                        ApiError::invalid_field(field, "must be between 1 and 4294967295")
+                    }),
+            };
+            let algorithm = match b.algorithm.as_deref() {
+                None => base.algorithm,
+                Some("token_bucket") => LimitAlgorithm::TokenBucket,
+                Some("sliding_window") => LimitAlgorithm::SlidingWindow,
+                Some("fixed_window") => LimitAlgorithm::FixedWindow,
+                Some(_) => {
+                    return Err(ApiError::invalid_field(
+                        "algorithm",
+                        "must be \"token_bucket\", \"sliding_window\" or \"fixed_window\"",
+                    ));
+                }
+            };
+            Some(RateLimitSettings {
+                algorithm,
+                requests_per_second: positive(
+                    b.requests_per_second,
+                    "requests_per_second",
+                    base.requests_per_second,
+                )?,
+                burst_size: positive(b.burst_size, "burst_size", base.burst_size)?,
+            })
+        } else {
+            None
+        };
+        s.flow.set_global_limit(next);
+        tracing::warn!(limit = ?next, "global rate limit set by an operator");
+        Ok(ok(StatusCode::OK, &rate_limit_view(next)))
     };
     result.await.unwrap_or_else(IntoResponse::into_response)
 }
