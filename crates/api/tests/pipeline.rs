@@ -15,7 +15,7 @@ use common::{Server, activity};
 use seckill_api::Settings;
 use seckill_api::pipeline::PURCHASE_WORKERS_GROUP;
 use seckill_mq::{Envelope, Message, OrderCreated, Topic};
-use seckill_orders::{ORDER_SERVICE_GROUP, OrderStore};
+use seckill_orders::ORDER_SERVICE_GROUP;
 use serde_json::{Value, json};
 
 /// Longest wait for the pipeline to deliver (a debug build on two shared cores).
@@ -332,6 +332,30 @@ macro_rules! on_both_brokers {
         }
     };
 }
+
+/// The same scenarios in embedded mode (in-process inventory, broker, order store and
+/// results, shared by the test's instances): one code path, the same contract.
+macro_rules! embedded {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(Mq::Embedded).await;
+                }
+            )*
+        }
+    };
+}
+
+embedded!(
+    ten_thousand_sales_become_ten_thousand_rows,
+    a_crashed_pipeline_loses_and_duplicates_nothing,
+    redelivered_messages_change_nothing,
+    async_purchases_are_answered_by_any_instance,
+    unpaid_orders_expire_and_their_items_sell_again,
+);
 
 on_both_brokers!(
     ten_thousand_sales_become_ten_thousand_rows,

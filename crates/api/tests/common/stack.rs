@@ -1,28 +1,37 @@
-//! The production stack for end-to-end tests: Redis inventory and results, PostgreSQL orders,
-//! and RabbitMQ or Kafka — each under names of the test's own, removed by [`Stack::cleanup`].
+//! The stacks of the end-to-end tests. Production: Redis inventory and results, PostgreSQL
+//! orders, and RabbitMQ or Kafka — each under names of the test's own, removed by
+//! [`Stack::cleanup`]. Embedded: the in-process inventory, broker, order store and results,
+//! shared by every instance of the test.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use seckill_api::Components;
-use seckill_api::pipeline::{PURCHASE_WORKERS_GROUP, RedisResults};
-use seckill_inventory::{RedisInventory, RedisInventoryOptions, RedisSettings};
-use seckill_mq::{Broker, KafkaBroker, KafkaSettings, RabbitBroker, RabbitSettings, Topic};
-use seckill_orders::{ORDER_SERVICE_GROUP, PgOrderStore, PgSettings};
+use seckill_api::pipeline::{AsyncResults, PURCHASE_WORKERS_GROUP, RedisResults};
+use seckill_inventory::{MemoryInventory, RedisInventory, RedisInventoryOptions, RedisSettings};
+use seckill_mq::{
+    Broker, KafkaBroker, KafkaSettings, MemoryBroker, RabbitBroker, RabbitSettings, Topic,
+};
+use seckill_orders::{MemoryOrderStore, ORDER_SERVICE_GROUP, OrderStore, PgOrderStore, PgSettings};
 
 use super::proxy::Proxy;
 
-/// Which broker.
+/// Which broker (and with it, which stack).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mq {
     Rabbit,
     Kafka,
+    /// Embedded mode: everything in process.
+    Embedded,
 }
 
 pub struct Stack {
     pub mq: Mq,
     pub name: String,
-    pub orders: Arc<PgOrderStore>,
+    pub orders: Arc<dyn OrderStore>,
+    pg: Option<Arc<PgOrderStore>>,
+    /// The shared in-process components of embedded mode.
+    embedded: Option<Components>,
     /// Between the instances and the broker, when asked for.
     pub proxy: Option<Proxy>,
     /// Between the instances and PostgreSQL, when asked for.
@@ -61,6 +70,30 @@ impl Stack {
 
     async fn build(mq: Mq, proxied: bool, db_proxied: bool) -> Self {
         let name = unique();
+        if mq == Mq::Embedded {
+            assert!(!proxied && !db_proxied, "nothing to proxy in embedded mode");
+            let orders: Arc<dyn OrderStore> = Arc::new(MemoryOrderStore::new());
+            let embedded = Components {
+                // A crashed relay's claimed sales are taken over after 1 s.
+                inventory: Arc::new(MemoryInventory::with_reclaim_after(Duration::from_secs(1))),
+                broker: Arc::new(MemoryBroker::new()),
+                orders: orders.clone(),
+                results: Some(Arc::new(AsyncResults::new(Duration::from_secs(600)))),
+            };
+            return Self {
+                mq,
+                name,
+                orders,
+                pg: None,
+                embedded: Some(embedded),
+                proxy: None,
+                db_proxy: None,
+                private_kafka: None,
+                inventories: Default::default(),
+                rabbits: Default::default(),
+                kafkas: Default::default(),
+            };
+        }
         let db_proxy = if db_proxied {
             Some(Proxy::start("127.0.0.1:5432".parse().unwrap()).await)
         } else {
@@ -91,12 +124,15 @@ impl Stack {
                     private_kafka = Some(start_tansu(port, p.addr.port()).await);
                     proxy = Some(p);
                 }
+                Mq::Embedded => unreachable!("handled above"),
             }
         }
         Self {
             mq,
             name,
-            orders,
+            orders: orders.clone(),
+            pg: Some(orders),
+            embedded: None,
             proxy,
             db_proxy,
             private_kafka,
@@ -108,6 +144,9 @@ impl Stack {
 
     /// Components of one more instance: its own connections to the shared backends.
     pub async fn components(&self) -> Components {
+        if let Some(c) = &self.embedded {
+            return c.clone();
+        }
         let inventory = Arc::new(
             RedisInventory::connect(
                 &RedisSettings {
@@ -137,6 +176,7 @@ impl Stack {
                 self.rabbits.lock().push(b.clone());
                 Arc::new(b)
             }
+            Mq::Embedded => unreachable!("returned above"),
             Mq::Kafka => {
                 let b = Arc::new(
                     KafkaBroker::connect(
@@ -146,7 +186,7 @@ impl Stack {
                             lease_ttl: Duration::from_secs(3),
                             ..KafkaSettings::default()
                         },
-                        self.orders.clone(),
+                        self.pg.clone().expect("a production stack"),
                     )
                     .await
                     .expect("these tests need a Kafka broker at 127.0.0.1:9092: run `bash scripts/test.sh`"),
@@ -247,7 +287,9 @@ impl Stack {
         if let Some(p) = &self.db_proxy {
             p.up();
         }
-        self.orders.drop_schema().await.unwrap();
+        if let Some(pg) = &self.pg {
+            pg.drop_schema().await.unwrap();
+        }
     }
 }
 
