@@ -123,7 +123,9 @@ impl App {
             settings: settings.clone(),
             started: tokio::time::Instant::now(),
             metrics_render,
+            purchase_latency: metrics::histogram!("seckill_purchase_duration_seconds"),
         });
+        tokio::spawn(report_gauges(Arc::downgrade(&inner)));
         let pipeline = Pipeline::start(
             PipelineParts {
                 inventory: components.inventory,
@@ -145,6 +147,40 @@ impl App {
             pipeline,
             state,
         })
+    }
+}
+
+/// Exports the service's levels as gauges every second while the application lives: the
+/// request queue, the load and degradation, and the pipeline's backlog.
+async fn report_gauges(inner: std::sync::Weak<Inner>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(s) = inner.upgrade() else { return };
+        let q = s.flow.queue();
+        metrics::gauge!("seckill_requests_in_flight").set(q.in_flight() as f64);
+        metrics::gauge!("seckill_request_queue_waiting").set(q.waiting() as f64);
+        metrics::gauge!("seckill_load").set(s.flow.load());
+        let degraded = s
+            .flow
+            .degradation()
+            .forced()
+            .unwrap_or(s.flow.degradation().is_degraded());
+        metrics::gauge!("seckill_degraded").set(if degraded { 1.0 } else { 0.0 });
+        if let Ok(n) = s.inventory.outbox_len().await {
+            metrics::gauge!("seckill_outbox_pending").set(n as f64);
+        }
+        if let Ok(Some(n)) = s
+            .broker
+            .pending(
+                seckill_mq::Topic::OrderCreated,
+                seckill_orders::ORDER_SERVICE_GROUP,
+            )
+            .await
+        {
+            metrics::gauge!("seckill_orders_queued").set(n as f64);
+        }
     }
 }
 

@@ -39,6 +39,8 @@ pub(crate) struct Inner {
     pub(crate) settings: Settings,
     pub(crate) started: Instant,
     pub(crate) metrics_render: Option<MetricsRender>,
+    /// `seckill_purchase_duration_seconds`, resolved once.
+    pub(crate) purchase_latency: metrics::Histogram,
 }
 
 impl Inner {

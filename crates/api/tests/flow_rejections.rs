@@ -26,7 +26,20 @@ fn code(body: &Value) -> i64 {
 /// recorder while the server starts, so the server's counter handles (taken once, in
 /// `Stats::default`) report here and nowhere else: tests running in parallel do not mix.
 #[derive(Default)]
-struct Counters(parking_lot::Mutex<HashMap<String, Arc<AtomicU64>>>);
+struct Counters(
+    parking_lot::Mutex<HashMap<String, Arc<AtomicU64>>>,
+    parking_lot::Mutex<HashMap<String, Arc<Samples>>>,
+);
+
+/// The values a histogram recorded.
+#[derive(Default)]
+struct Samples(parking_lot::Mutex<Vec<f64>>);
+
+impl metrics::HistogramFn for Samples {
+    fn record(&self, value: f64) {
+        self.0.lock().push(value);
+    }
+}
 
 impl Counters {
     fn get(&self, outcome: &str) -> u64 {
@@ -56,8 +69,14 @@ impl Recorder for Counters {
         Gauge::noop()
     }
 
-    fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
-        Histogram::noop()
+    fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
+        Histogram::from_arc(
+            self.1
+                .lock()
+                .entry(key.name().to_owned())
+                .or_default()
+                .clone(),
+        )
     }
 }
 
@@ -362,5 +381,23 @@ async fn operators_tighten_and_lift_the_global_limit_at_run_time() {
     );
     assert_eq!(s.purchase(1201, 3).await.0, 200);
     assert_eq!(s.purchase(1201, 4).await.0, 200);
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_purchase_answer_records_its_latency() {
+    let (s, counters) = start(settings(), Components::embedded()).await;
+    assert_eq!(s.prewarm(activity(1301, 10)).await.0, 200);
+    assert_eq!(purchase(&s, 1301, 1).await.0, 200);
+    assert_eq!(purchase(&s, 1301, 1).await.0, 409);
+    assert_eq!(purchase(&s, 0, 1).await.0, 400);
+    let samples = counters
+        .1
+        .lock()
+        .get("seckill_purchase_duration_seconds")
+        .map(|h| h.0.lock().clone())
+        .unwrap_or_default();
+    assert_eq!(samples.len(), 3, "one per purchase answered: {samples:?}");
+    assert!(samples.iter().all(|&v| v > 0.0 && v < 10.0), "{samples:?}");
     s.shutdown().await;
 }

@@ -107,6 +107,7 @@ async fn admit(s: &Inner, req: Request) -> Result<PurchaseRequest, ApiError> {
 /// Synchronous purchase.
 pub(crate) async fn purchase(State(state): State<AppState>, req: Request) -> Response {
     let s = &*state.0;
+    let started = std::time::Instant::now();
     let result = async {
         let request = admit(s, req).await?;
         let outcome = s.purchase(&request).await?;
@@ -127,7 +128,9 @@ pub(crate) async fn purchase(State(state): State<AppState>, req: Request) -> Res
             other => Err(rejection(&other).expect("not a success")),
         }
     };
-    result.await.unwrap_or_else(IntoResponse::into_response)
+    let response = result.await.unwrap_or_else(IntoResponse::into_response);
+    s.purchase_latency.record(started.elapsed().as_secs_f64());
+    response
 }
 
 #[derive(Serialize)]
