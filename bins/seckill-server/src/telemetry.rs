@@ -11,8 +11,15 @@ use crate::config::TelemetryConfig;
 
 /// Installs the log subscriber (`RUST_LOG` wins over `telemetry.log_level`).
 pub fn init_logging(cfg: &TelemetryConfig) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(cfg.log_level.as_str()));
+    // rskafka logs every broker connection at info, and warns whenever a batch producer is
+    // dropped, pending records or not (a publish that really lost records fails, and that is
+    // logged where it happens).
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new(format!(
+            "{},rskafka=warn,rskafka::client::producer::broadcast=error",
+            cfg.log_level
+        ))
+    });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
