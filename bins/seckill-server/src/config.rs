@@ -1003,6 +1003,9 @@ mod tests {
                 "postgres://postgres@127.0.0.1:5432/postgres"
             );
             assert_eq!(c.api_settings().payment_timeout, Duration::from_secs(120));
+            jail.set_env("SECKILL_MQ__KAFKA__BROKERS", r#"["k1:9092", "k2:9092"]"#);
+            let c = load(&FileChoice::Default).unwrap();
+            assert_eq!(c.mq.kafka.brokers, ["k1:9092", "k2:9092"]);
             jail.set_env("SECKILL_MQ__KAFKA__PARTITIONS", "0");
             let err = load(&FileChoice::Default).unwrap_err();
             assert!(err.contains("mq.kafka.partitions"), "{err}");
