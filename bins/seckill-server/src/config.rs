@@ -366,12 +366,14 @@ pub struct RabbitConfig {
 }
 
 impl Default for RabbitConfig {
+    /// The broker library's defaults.
     fn default() -> Self {
+        let d = seckill_mq::RabbitSettings::default();
         Self {
-            url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
-            prefix: "seckill".into(),
-            prefetch: 256,
-            max_attempts: 5,
+            url: d.url,
+            prefix: d.prefix,
+            prefetch: d.prefetch,
+            max_attempts: d.max_attempts,
         }
     }
 }
@@ -394,13 +396,15 @@ pub struct KafkaConfig {
 }
 
 impl Default for KafkaConfig {
+    /// The broker library's defaults.
     fn default() -> Self {
+        let d = seckill_mq::KafkaSettings::default();
         Self {
-            brokers: vec!["127.0.0.1:9092".into()],
-            topic_prefix: String::new(),
-            partitions: 4,
-            linger: Duration::from_millis(5),
-            max_attempts: 5,
+            brokers: d.brokers,
+            topic_prefix: d.topic_prefix,
+            partitions: d.partitions,
+            linger: d.linger,
+            max_attempts: d.max_attempts,
         }
     }
 }
@@ -441,15 +445,17 @@ pub struct OrdersConfig {
 }
 
 impl Default for OrdersConfig {
+    /// The order library's defaults.
     fn default() -> Self {
+        let d = seckill_orders::PgSettings::default();
         Self {
             store: OrderStoreBackend::Memory,
-            database_url: "postgres://postgres@127.0.0.1:5432/postgres".into(),
-            schema: None,
-            pool_size: 8,
-            query_timeout: Duration::from_secs(10),
-            payment_timeout: Duration::from_secs(15 * 60),
-            sweep_interval: Duration::from_secs(1),
+            database_url: d.url,
+            schema: d.schema,
+            pool_size: d.pool_size,
+            query_timeout: d.query_timeout,
+            payment_timeout: seckill_orders::DEFAULT_PAYMENT_TIMEOUT,
+            sweep_interval: seckill_api::Settings::default().sweep_interval,
         }
     }
 }

@@ -18,7 +18,9 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use seckill_inventory::{Inventory, OutboxEntry, PurchaseRequest};
 use seckill_mq::{Broker, Envelope, Message, MqError, OrderCreated, PurchaseRequested, Topic};
-use seckill_orders::{Backoff, ORDER_SERVICE_GROUP, OrderConsumer, OrderStore, now_ms};
+use seckill_orders::{
+    Backoff, ORDER_SERVICE_GROUP, OrderConsumer, OrderStore, next_delivery, now_ms,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -453,23 +455,9 @@ async fn worker(
 ) {
     let ttl_ms = i64::try_from(result_ttl.as_millis()).unwrap_or(i64::MAX);
     let mut backoff = Backoff::default();
-    loop {
-        let delivery = tokio::select! {
-            biased;
-            () = stop.cancelled() => return,
-            d = sub.next() => d,
-        };
-        let delivery = match delivery {
-            Ok(d) => d,
-            Err(MqError::Closed) => return,
-            Err(e) => {
-                tracing::warn!(error = %e, "purchase worker: subscription failed");
-                if backoff.wait(&stop).await {
-                    return;
-                }
-                continue;
-            }
-        };
+    while let Some(delivery) =
+        next_delivery(&mut *sub, &stop, &mut backoff, "purchase worker").await
+    {
         let Message::PurchaseRequested(req) = &delivery.envelope.message else {
             let _ = delivery.ack().await;
             continue;

@@ -27,7 +27,7 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/seckill/purchased/{product_id}/{user_id}",
             get(query::purchased),
         )
-        .route("/api/v1/seckill/orders/{order_id}", get(query::order))
+        .route("/api/v1/seckill/orders/{order_id}", get(orders::get))
         .route("/api/v1/seckill/orders/{order_id}/pay", post(orders::pay))
         .route(
             "/api/v1/seckill/orders/{order_id}/cancel",

@@ -123,18 +123,13 @@ async fn wait_result(s: &Server, id: &str) -> Value {
     }
 }
 
-/// Waits until the order service's queue of `broker` is empty.
-async fn wait_broker_drained(broker: &dyn seckill_mq::Broker) {
+/// Waits until `group`'s queue of `topic` in `broker` is empty.
+async fn wait_broker_drained(broker: &dyn seckill_mq::Broker, topic: Topic, group: &str) {
     let deadline = tokio::time::Instant::now() + DELIVERY;
-    while broker
-        .pending(Topic::OrderCreated, ORDER_SERVICE_GROUP)
-        .await
-        .unwrap()
-        != Some(0)
-    {
+    while broker.pending(topic, group).await.unwrap() != Some(0) {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "broker never drained"
+            "{group} never drained {topic:?}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -249,7 +244,7 @@ async fn redelivered_messages_change_nothing(mq: Mq) {
         .collect();
     broker.publish_batch(&again).await.unwrap();
     broker.publish_batch(&again[..50]).await.unwrap();
-    wait_broker_drained(&*broker).await;
+    wait_broker_drained(&*broker, Topic::OrderCreated, ORDER_SERVICE_GROUP).await;
     let rows = stack.orders.counts(4003, 1).await.unwrap();
     assert_eq!(rows.orders, 200, "no duplicate row");
     for (id, o) in &before {
@@ -282,19 +277,7 @@ async fn redelivered_messages_change_nothing(mq: Mq) {
     };
     let again = seckill_api::pipeline::purchase_requested(&id, &request);
     broker.publish_batch(&[again.clone(), again]).await.unwrap();
-    let deadline = tokio::time::Instant::now() + DELIVERY;
-    while broker
-        .pending(Topic::PurchaseRequested, PURCHASE_WORKERS_GROUP)
-        .await
-        .unwrap()
-        != Some(0)
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "redeliveries never handled"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_broker_drained(&*broker, Topic::PurchaseRequested, PURCHASE_WORKERS_GROUP).await;
     let st = s.wait_orders_within(4013, 1, DELIVERY).await;
     assert_eq!(
         (st["sold"].as_u64(), st["remaining_stock"].as_u64()),

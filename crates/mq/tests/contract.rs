@@ -156,17 +156,23 @@ async fn memory_keeps_messages_published_before_the_first_group_and_dead_letters
     assert!(broker.publish(&order(3)).await.is_err());
 }
 
-/// Settings for a Kafka broker of its own: a topic prefix no other test (or run) uses.
-#[cfg(feature = "kafka")]
-fn kafka_settings() -> seckill_mq::KafkaSettings {
+/// A name no other test (or run) uses, for a real broker's topics, exchanges and queues.
+#[cfg(any(feature = "kafka", feature = "rabbitmq"))]
+fn unique_name() -> String {
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos();
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("t-{}-{nanos}-{n}", std::process::id())
+}
+
+/// Settings for a Kafka broker of its own: a topic prefix no other test (or run) uses.
+#[cfg(feature = "kafka")]
+fn kafka_settings() -> seckill_mq::KafkaSettings {
     seckill_mq::KafkaSettings {
-        topic_prefix: format!("t-{}-{nanos}-{n}-", std::process::id()),
+        topic_prefix: format!("{}-", unique_name()),
         ..Default::default()
     }
 }
@@ -193,14 +199,8 @@ contract!(
 /// RabbitMQ settings with an exchange and queue prefix no other test (or run) uses.
 #[cfg(feature = "rabbitmq")]
 fn rabbit_settings() -> seckill_mq::RabbitSettings {
-    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     seckill_mq::RabbitSettings {
-        prefix: format!("t-{}-{nanos}-{n}", std::process::id()),
+        prefix: unique_name(),
         ..Default::default()
     }
 }

@@ -125,23 +125,14 @@ impl OrderConsumer {
     /// message at a time, so one bad message cannot hold back its neighbours.
     pub async fn run(self, mut subscription: Box<dyn Subscription>, shutdown: CancellationToken) {
         let mut backoff = Backoff::default();
-        loop {
-            let first = tokio::select! {
-                biased;
-                () = shutdown.cancelled() => return,
-                d = subscription.next() => d,
-            };
-            let first = match first {
-                Ok(d) => d,
-                Err(MqError::Closed) => return,
-                Err(e) => {
-                    tracing::warn!(error = %e, "order consumer: subscription failed");
-                    if backoff.wait(&shutdown).await {
-                        return;
-                    }
-                    continue;
-                }
-            };
+        while let Some(first) = next_delivery(
+            &mut *subscription,
+            &shutdown,
+            &mut backoff,
+            "order consumer",
+        )
+        .await
+        {
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
                 // Only what is already here: polled once, never waited for.
@@ -237,6 +228,33 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Waits for the next delivery of `subscription`, retrying its failures with `backoff`.
+/// `None` when `stop` fired or the broker closed: the consumer loop `who` should end.
+pub async fn next_delivery(
+    subscription: &mut dyn Subscription,
+    stop: &CancellationToken,
+    backoff: &mut Backoff,
+    who: &str,
+) -> Option<Delivery> {
+    loop {
+        let next = tokio::select! {
+            biased;
+            () = stop.cancelled() => return None,
+            d = subscription.next() => d,
+        };
+        match next {
+            Ok(d) => return Some(d),
+            Err(MqError::Closed) => return None,
+            Err(e) => {
+                tracing::warn!(error = %e, "{who}: subscription failed");
+                if backoff.wait(stop).await {
+                    return None;
+                }
+            }
+        }
+    }
 }
 
 /// Exponential backoff for retries of the pipeline: 50 ms, doubling, capped at 5 s.

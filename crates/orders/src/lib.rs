@@ -40,7 +40,8 @@ pub mod postgres;
 pub mod store;
 
 pub use consumer::{
-    Backoff, DEFAULT_PAYMENT_TIMEOUT, MAX_BATCH, ORDER_SERVICE_GROUP, OrderConsumer, now_ms,
+    Backoff, DEFAULT_PAYMENT_TIMEOUT, MAX_BATCH, ORDER_SERVICE_GROUP, OrderConsumer, next_delivery,
+    now_ms,
 };
 pub use error::OrderError;
 #[cfg(feature = "postgres")]

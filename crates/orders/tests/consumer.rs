@@ -77,15 +77,30 @@ async fn redelivered_sales_are_stored_once_and_followed_up() {
     );
 }
 
-/// A store that fails its first `failures` inserts.
-struct Flaky {
+/// A store that fails its first `failures` inserts (the database down), and refuses the
+/// order `bad` for good (an invalid order).
+struct Faulty {
     inner: MemoryOrderStore,
     failures: Mutex<u32>,
+    bad: Option<&'static str>,
+}
+
+impl Faulty {
+    fn new(failures: u32, bad: Option<&'static str>) -> Self {
+        Self {
+            inner: MemoryOrderStore::new(),
+            failures: Mutex::new(failures),
+            bad,
+        }
+    }
 }
 
 #[async_trait]
-impl OrderStore for Flaky {
+impl OrderStore for Faulty {
     async fn insert(&self, order: &Order) -> Result<bool, OrderError> {
+        if self.bad == Some(order.order_id.as_str()) {
+            return Err(OrderError::Invalid("refused".into()));
+        }
         {
             let mut f = self.failures.lock();
             if *f > 0 {
@@ -118,10 +133,7 @@ impl OrderStore for Flaky {
 #[tokio::test(start_paused = true)]
 async fn a_failing_store_is_retried_until_the_order_is_stored() {
     let broker = Arc::new(MemoryBroker::new());
-    let store = Arc::new(Flaky {
-        inner: MemoryOrderStore::new(),
-        failures: Mutex::new(10),
-    });
+    let store = Arc::new(Faulty::new(10, None));
     let sub = broker
         .subscribe(Topic::OrderCreated, ORDER_SERVICE_GROUP)
         .await
@@ -149,53 +161,10 @@ async fn a_failing_store_is_retried_until_the_order_is_stored() {
     task.await.unwrap();
 }
 
-/// A store that refuses one order id for good.
-struct Poisoned {
-    inner: MemoryOrderStore,
-    bad: &'static str,
-}
-
-#[async_trait]
-impl OrderStore for Poisoned {
-    async fn insert(&self, order: &Order) -> Result<bool, OrderError> {
-        if order.order_id == self.bad {
-            return Err(OrderError::Invalid("refused".into()));
-        }
-        self.inner.insert(order).await
-    }
-    async fn insert_many(&self, orders: &[Order]) -> Result<Vec<bool>, OrderError> {
-        if orders.iter().any(|o| o.order_id == self.bad) {
-            return Err(OrderError::Invalid("refused".into()));
-        }
-        self.inner.insert_many(orders).await
-    }
-    async fn get(&self, order_id: &str) -> Result<Option<Order>, OrderError> {
-        self.inner.get(order_id).await
-    }
-    async fn counts(&self, product_id: u64, epoch: u64) -> Result<OrderCounts, OrderError> {
-        self.inner.counts(product_id, epoch).await
-    }
-    async fn pay(&self, order_id: &str, now_ms: i64) -> Result<Transition, OrderError> {
-        self.inner.pay(order_id, now_ms).await
-    }
-    async fn cancel(&self, order_id: &str, now_ms: i64) -> Result<Transition, OrderError> {
-        self.inner.cancel(order_id, now_ms).await
-    }
-    async fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<Order>, OrderError> {
-        self.inner.due(now_ms, limit).await
-    }
-    async fn mark_stock_returned(&self, order_id: &str) -> Result<(), OrderError> {
-        self.inner.mark_stock_returned(order_id).await
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn one_bad_message_does_not_hold_back_its_batch() {
     let broker = Arc::new(MemoryBroker::new());
-    let store = Arc::new(Poisoned {
-        inner: MemoryOrderStore::new(),
-        bad: "1001-5",
-    });
+    let store = Arc::new(Faulty::new(0, Some("1001-5")));
     // Published before the consumer starts, so its first batch holds all ten.
     broker
         .publish_batch(&(1..=10).map(sale).collect::<Vec<_>>())

@@ -1,4 +1,4 @@
-//! `POST /api/v1/seckill/orders/{orderId}/pay` and `/cancel`.
+//! `GET /api/v1/seckill/orders/{orderId}`, `POST …/pay` and `POST …/cancel`.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -39,6 +39,22 @@ fn parse(raw: &str) -> Result<String, ApiError> {
 fn store_failed(s: &Inner, e: &dyn std::fmt::Display) -> ApiError {
     tracing::error!(error = %e, "order store failed");
     s.flow.busy(codes::BACKEND_UNAVAILABLE)
+}
+
+/// `GET /api/v1/seckill/orders/{orderId}`: a stored order.
+pub(crate) async fn get(State(state): State<AppState>, Path(raw): Path<String>) -> Response {
+    let s = &*state.0;
+    let result = async {
+        let id = parse(&raw)?;
+        let order = s
+            .orders
+            .get(&id)
+            .await
+            .map_err(|e| store_failed(s, &e))?
+            .ok_or(UNKNOWN_ORDER)?;
+        Ok::<_, ApiError>(view(order))
+    };
+    result.await.unwrap_or_else(IntoResponse::into_response)
 }
 
 /// Pays an order awaiting payment. Paying a paid order again answers the order (idempotent).

@@ -1,11 +1,10 @@
-//! Read-only routes: product stats, has-purchased, orders, system stats, health, metrics.
+//! Read-only routes: product stats, has-purchased, system stats, health, metrics.
 
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use seckill_inventory::OrderId;
 use seckill_mq::Topic;
-use seckill_orders::{ORDER_SERVICE_GROUP, Order};
+use seckill_orders::ORDER_SERVICE_GROUP;
 use serde::Serialize;
 
 use super::{ok, path_id};
@@ -132,35 +131,6 @@ pub(crate) async fn purchased(
                 purchased,
             },
         ))
-    };
-    result.await.unwrap_or_else(IntoResponse::into_response)
-}
-
-#[derive(Serialize)]
-struct OrderView {
-    #[serde(flatten)]
-    order: Order,
-    price: f64,
-}
-
-/// `GET /api/v1/seckill/orders/{orderId}`.
-pub(crate) async fn order(State(state): State<AppState>, Path(raw): Path<String>) -> Response {
-    let s = &*state.0;
-    let result = async {
-        let id: OrderId = raw
-            .parse()
-            .map_err(|_| ApiError::invalid_field("orderId", "must look like 1001-42"))?;
-        let order = s
-            .orders
-            .get(&id.to_string())
-            .await
-            .map_err(|e| backend(s, "reading an order", &e))?
-            .ok_or(ApiError::NotFound {
-                code: codes::UNKNOWN_ORDER,
-                message: "unknown order (a new sale's order may still be in transit)",
-            })?;
-        let price = order.price_cents as f64 / 100.0;
-        Ok::<_, ApiError>(ok(StatusCode::OK, &OrderView { order, price }))
     };
     result.await.unwrap_or_else(IntoResponse::into_response)
 }
