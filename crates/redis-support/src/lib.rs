@@ -1,0 +1,1 @@
+//! Redis plumbing shared by the seckill libraries.

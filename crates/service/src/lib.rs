@@ -1,0 +1,1 @@
+//! The seckill purchase service.
