@@ -113,7 +113,7 @@ impl Backend {
             }
             Self::Kafka(b) => {
                 b.delete_topics().await.unwrap();
-                b.shutdown().await;
+                b.close().await;
             }
         }
     }

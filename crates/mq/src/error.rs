@@ -16,6 +16,14 @@ pub enum MqError {
     /// The broker did not answer in time.
     #[error("broker timed out")]
     Timeout,
+    /// A setting is invalid (see the settings' `validate`).
+    #[error("invalid {key}: {reason}")]
+    InvalidConfig {
+        /// The setting's name, as written in the configuration file (`prefetch`, `partitions`).
+        key: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// Connection or protocol failure of the backend.
     #[error("broker backend failed")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),

@@ -9,15 +9,22 @@
 //! contract suite (`tests/contract.rs`) runs over all three.
 //!
 //! # Layout
-//! - [`message`]: [`Envelope`], [`Message`] and the payload types, [`Topic`].
-//! - [`publisher`]: the [`Broker`], [`Subscription`] and [`Acker`] traits, [`Delivery`].
-//! - [`memory`]: the in-process [`MemoryBroker`].
-//! - [`offsets`]: [`OffsetStore`], consumer positions and partition leases for brokers without
-//!   consumer groups.
-//! - `rabbitmq` (feature `rabbitmq`): the RabbitMQ backend `RabbitBroker`: durable topology,
-//!   publisher confirms, prefetch, manual ack, dead-letter queues, reconnect.
-//! - `kafka` (feature `kafka`): the Kafka backend `KafkaBroker`, on rskafka and an [`OffsetStore`].
-//! - [`error`]: the error type [`MqError`].
+//! Every public type is re-exported here, the one path to it; the modules are private.
+//! - `message`: [`Envelope`], [`Message`] and the payload types, [`Topic`].
+//! - `publisher`: the [`Broker`], [`Subscription`] and [`Acker`] traits, [`Delivery`].
+//! - `memory`: the in-process [`MemoryBroker`].
+//! - `offsets`: [`OffsetStore`] and [`Lease`], consumer positions and partition leases for
+//!   brokers without consumer groups; the in-process [`MemoryOffsetStore`].
+//! - `rabbitmq` (feature `rabbitmq`): the RabbitMQ backend `RabbitBroker` and its
+//!   `RabbitSettings`: durable topology, publisher confirms, prefetch, manual ack, dead-letter
+//!   queues, reconnect.
+//! - `kafka` (feature `kafka`): the Kafka backend `KafkaBroker` and its `KafkaSettings`, on
+//!   rskafka and an [`OffsetStore`]; in parts: publishing (per-partition batches), the
+//!   partitions' lease bookkeeping, the fetch task of a partition, settling deliveries.
+//! - `error`: the error type [`MqError`].
+//!
+//! Feature `serde` makes the settings structs deserializable from a configuration file, with
+//! durations as humantime strings; each has a `validate` step.
 //!
 //! # Example
 //! ```
@@ -38,19 +45,20 @@
 //! assert_eq!(delivery.envelope.message, msg);
 //! delivery.ack().await?;
 //! assert_eq!(broker.pending(Topic::StockChanged, "dashboard").await?, Some(0));
+//! broker.close().await;
 //! # Ok(())
 //! # }
 //! ```
 
-pub mod error;
+mod error;
 #[cfg(feature = "kafka")]
-pub mod kafka;
-pub mod memory;
-pub mod message;
-pub mod offsets;
-pub mod publisher;
+mod kafka;
+mod memory;
+mod message;
+mod offsets;
+mod publisher;
 #[cfg(feature = "rabbitmq")]
-pub mod rabbitmq;
+mod rabbitmq;
 
 pub use error::MqError;
 #[cfg(feature = "kafka")]
@@ -60,7 +68,7 @@ pub use message::{
     Envelope, Message, OrderCreated, PurchaseRequested, PurchaseResult, StockChangeReason,
     StockChanged, Topic,
 };
-pub use offsets::{MemoryOffsetStore, OffsetStore, PartitionKey};
+pub use offsets::{Lease, MemoryOffsetStore, OffsetStore, PartitionKey};
 pub use publisher::{Acker, Broker, Delivery, Subscription};
 #[cfg(feature = "rabbitmq")]
 pub use rabbitmq::{RabbitBroker, RabbitSettings};

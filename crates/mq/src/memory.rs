@@ -60,18 +60,6 @@ impl MemoryBroker {
         Self::default()
     }
 
-    /// Closes the broker: subscriptions answer [`MqError::Closed`] once their queue is empty and
-    /// publishing fails.
-    pub fn close(&self) {
-        self.inner.closed.store(true, Ordering::SeqCst);
-        for t in self.inner.topics.lock().values() {
-            for g in t.groups.values() {
-                g.notify.notify_waiters();
-                g.notify.notify_one();
-            }
-        }
-    }
-
     /// Messages a group gave up on (nacked without requeue).
     pub fn dead_letters(&self, topic: Topic, group: &str) -> Vec<Envelope> {
         self.group(topic, group)
@@ -109,6 +97,9 @@ impl Broker for MemoryBroker {
 
     async fn subscribe(&self, topic: Topic, group: &str) -> Result<Box<dyn Subscription>, MqError> {
         let mut topics = self.inner.topics.lock();
+        if self.inner.closed.load(Ordering::SeqCst) {
+            return Err(MqError::Closed);
+        }
         let t = topics.entry(topic).or_default();
         let queue = match t.groups.get(group) {
             Some(q) => q.clone(),
@@ -136,6 +127,19 @@ impl Broker for MemoryBroker {
             Some(g) => g.items.lock().len() as u64 + g.unacked.load(Ordering::SeqCst),
             None => t.backlog.len() as u64,
         }))
+    }
+
+    /// Stops accepting: publishing and subscribing fail with [`MqError::Closed`], and
+    /// subscriptions answer it once they handed out what their group's queue holds. Nothing
+    /// is dropped: the messages stay in this process.
+    async fn close(&self) {
+        self.inner.closed.store(true, Ordering::SeqCst);
+        for t in self.inner.topics.lock().values() {
+            for g in t.groups.values() {
+                g.notify.notify_waiters();
+                g.notify.notify_one();
+            }
+        }
     }
 }
 

@@ -20,6 +20,31 @@ pub struct PartitionKey {
     pub partition: i32,
 }
 
+/// The answer of [`OffsetStore::lease`]: whether the caller holds the lease, and where its
+/// consumption starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lease {
+    /// Another owner holds the lease (renewed within its time-to-live): leave the partition
+    /// alone.
+    HeldByAnother,
+    /// The caller holds the lease; the group never committed on this partition.
+    Fresh,
+    /// The caller holds the lease; the group's committed next offset, to resume at.
+    Resume(i64),
+}
+
+impl Lease {
+    /// A lease the caller holds, resuming at `next_offset` (`None` before the first commit).
+    pub fn held(next_offset: Option<i64>) -> Self {
+        next_offset.map_or(Self::Fresh, Self::Resume)
+    }
+
+    /// Whether the caller holds the lease.
+    pub fn is_held(self) -> bool {
+        !matches!(self, Self::HeldByAnother)
+    }
+}
+
 /// Where a group's consumers keep their position, and which consumer owns each partition.
 ///
 /// Implementers guarantee: at most one owner holds a partition's lease at a time (a lease not
@@ -29,16 +54,12 @@ pub struct PartitionKey {
 #[async_trait]
 pub trait OffsetStore: Send + Sync + 'static {
     /// Takes or renews the lease on `key` for `owner`, for `ttl`. Returns whether `owner` holds
-    /// it now, and the next offset to consume (`None` before the first commit).
+    /// it now, and if so the next offset to consume.
     ///
     /// # Errors
     /// The store failed; treat the lease as not held.
-    async fn lease(
-        &self,
-        key: &PartitionKey,
-        owner: &str,
-        ttl: Duration,
-    ) -> Result<Option<Option<i64>>, MqError>;
+    async fn lease(&self, key: &PartitionKey, owner: &str, ttl: Duration)
+    -> Result<Lease, MqError>;
 
     /// Records that every offset below `next_offset` was handled. Returns false when `owner`
     /// no longer holds the lease (nothing is written then).
@@ -91,7 +112,7 @@ impl OffsetStore for MemoryOffsetStore {
         key: &PartitionKey,
         owner: &str,
         ttl: Duration,
-    ) -> Result<Option<Option<i64>>, MqError> {
+    ) -> Result<Lease, MqError> {
         let mut rows = self.rows.lock();
         let row = rows.entry(key.clone()).or_default();
         let now = Instant::now();
@@ -100,10 +121,10 @@ impl OffsetStore for MemoryOffsetStore {
             Some((o, until)) => o == owner || *until <= now,
         };
         if !free {
-            return Ok(None);
+            return Ok(Lease::HeldByAnother);
         }
         row.owner = Some((owner.to_owned(), now + ttl));
-        Ok(Some(row.next))
+        Ok(Lease::held(row.next))
     }
 
     async fn commit(
@@ -150,13 +171,16 @@ mod tests {
             partition: 0,
         };
         let ttl = Duration::from_secs(60);
-        assert_eq!(store.lease(&key, "a", ttl).await.unwrap(), Some(None));
-        assert_eq!(store.lease(&key, "b", ttl).await.unwrap(), None);
+        assert_eq!(store.lease(&key, "a", ttl).await.unwrap(), Lease::Fresh);
+        assert_eq!(
+            store.lease(&key, "b", ttl).await.unwrap(),
+            Lease::HeldByAnother
+        );
         assert!(store.commit(&key, "a", 7).await.unwrap());
         assert!(!store.commit(&key, "b", 9).await.unwrap());
         assert_eq!(store.position(&key).await.unwrap(), Some(7));
         store.release(&key, "a").await.unwrap();
-        assert_eq!(store.lease(&key, "b", ttl).await.unwrap(), Some(Some(7)));
+        assert_eq!(store.lease(&key, "b", ttl).await.unwrap(), Lease::Resume(7));
         assert!(!store.commit(&key, "a", 1).await.unwrap());
     }
 }

@@ -38,6 +38,18 @@ pub trait Broker: Send + Sync + 'static {
     /// # Errors
     /// The broker could not be asked.
     async fn pending(&self, topic: Topic, group: &str) -> Result<Option<u64>, MqError>;
+
+    /// Closes the broker at shutdown: stops consuming and lets the connections (and the
+    /// partition leases, on Kafka) go, so that what this process did not acknowledge is
+    /// delivered again, to another instance. Call it on the `Arc<dyn Broker>` the components
+    /// share.
+    ///
+    /// Implementers guarantee: `close` is idempotent (a later call changes nothing); once it
+    /// returned, `publish`, `publish_batch` and `subscribe` fail with [`MqError::Closed`], and
+    /// [`Subscription::next`] answers [`MqError::Closed`] (an in-process backend may first hand
+    /// out what it still holds). Settling a delivery after `close` may fail with
+    /// [`MqError::Closed`]; the message is delivered again then.
+    async fn close(&self);
 }
 
 /// A stream of deliveries for one group.

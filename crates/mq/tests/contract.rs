@@ -3,7 +3,10 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use seckill_mq::{Broker, Envelope, MemoryBroker, Message, OrderCreated, PurchaseResult, Topic};
+use seckill_mq::{
+    Broker, Envelope, MemoryBroker, Message, MqError, OrderCreated, PurchaseResult, Subscription,
+    Topic,
+};
 
 fn order(n: u64) -> Envelope {
     Envelope::new(
@@ -99,8 +102,33 @@ async fn topics_are_separate(broker: Arc<dyn Broker>, group: &str) {
     d.ack().await.unwrap();
 }
 
+/// `broker` was cleaned up and closed after `sub` subscribed: closing again returns, and every
+/// call fails with `MqError::Closed`.
+async fn a_closed_broker_refuses_work(
+    broker: Arc<dyn Broker>,
+    mut sub: Box<dyn Subscription>,
+    group: &str,
+) {
+    broker.close().await;
+    broker.close().await;
+    assert!(matches!(sub.next().await, Err(MqError::Closed)));
+    assert!(matches!(
+        broker.publish(&order(1)).await,
+        Err(MqError::Closed)
+    ));
+    assert!(matches!(
+        broker.publish_batch(&[order(2), order(3)]).await,
+        Err(MqError::Closed)
+    ));
+    assert!(matches!(
+        broker.subscribe(Topic::OrderCreated, group).await,
+        Err(MqError::Closed)
+    ));
+}
+
 /// Runs the contract against one backend: `$make` is a future giving a fresh, isolated broker
-/// (its own names), `$cleanup` a function of it returning a future that removes what it made.
+/// (its own names), `$cleanup` a function of it returning a future that removes what it made
+/// and closes it.
 macro_rules! contract {
     ($backend:ident, $make:expr, $cleanup:expr) => {
         mod $backend {
@@ -124,6 +152,14 @@ macro_rules! contract {
                 super::topics_are_separate(b.clone(), "g3").await;
                 ($cleanup)(b).await;
             }
+            #[tokio::test]
+            async fn a_closed_broker_refuses_work() {
+                let b = $make.await;
+                let sub = b.subscribe(Topic::OrderCreated, "g4").await.unwrap();
+                // A closed broker refuses its cleanup too: clean up (and close) first.
+                ($cleanup)(b.clone()).await;
+                super::a_closed_broker_refuses_work(b, sub, "g4").await;
+            }
         }
     };
 }
@@ -131,7 +167,7 @@ macro_rules! contract {
 contract!(
     memory,
     async { Arc::new(MemoryBroker::new()) as Arc<dyn Broker> },
-    |_b: Arc<dyn Broker>| async {}
+    |b: Arc<dyn Broker>| async move { b.close().await }
 );
 
 #[tokio::test]
@@ -151,8 +187,8 @@ async fn memory_keeps_messages_published_before_the_first_group_and_dead_letters
     let dead = broker.dead_letters(Topic::OrderCreated, "late");
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].id, "oc-1001-1");
-    broker.close();
-    assert!(matches!(sub.next().await, Err(seckill_mq::MqError::Closed)));
+    broker.close().await;
+    assert!(matches!(sub.next().await, Err(MqError::Closed)));
     assert!(broker.publish(&order(3)).await.is_err());
 }
 
@@ -191,7 +227,7 @@ contract!(
         )
     },
     |b: Arc<seckill_mq::KafkaBroker>| async move {
-        b.shutdown().await;
+        b.close().await;
         b.delete_topics().await.unwrap();
     }
 );

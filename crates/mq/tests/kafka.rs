@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use rskafka::client::ClientBuilder;
 use rskafka::client::partition::UnknownTopicHandling;
 use seckill_mq::{
-    Broker, Delivery, Envelope, KafkaBroker, KafkaSettings, MemoryOffsetStore, Message, MqError,
-    OffsetStore, OrderCreated, PartitionKey, Topic,
+    Broker, Delivery, Envelope, KafkaBroker, KafkaSettings, Lease, MemoryOffsetStore, Message,
+    MqError, OffsetStore, OrderCreated, PartitionKey, Topic,
 };
 
 /// Upper bound of a whole test: a hang fails instead of blocking the suite.
@@ -135,7 +135,7 @@ async fn two_thousand_messages_are_consumed_exactly_once_in_product_order() {
         );
     })
     .await;
-    broker.shutdown().await;
+    broker.close().await;
     broker.delete_topics().await.unwrap();
 }
 
@@ -181,7 +181,7 @@ async fn a_new_instance_resumes_from_the_committed_offsets(crash: bool) {
                 assert!(matches!(d.ack().await, Err(MqError::Closed)));
             }
         } else {
-            first.shutdown().await;
+            first.close().await;
             drop(unacked);
         }
 
@@ -217,7 +217,7 @@ async fn a_new_instance_resumes_from_the_committed_offsets(crash: bool) {
         second
     })
     .await;
-    second.shutdown().await;
+    second.close().await;
     second.delete_topics().await.unwrap();
 }
 
@@ -245,9 +245,9 @@ impl OffsetStore for Declining {
         key: &PartitionKey,
         owner: &str,
         ttl: Duration,
-    ) -> Result<Option<Option<i64>>, MqError> {
+    ) -> Result<Lease, MqError> {
         if self.declined.contains(&key.partition) {
-            return Ok(None);
+            return Ok(Lease::HeldByAnother);
         }
         self.store.lease(key, owner, ttl).await
     }
@@ -342,8 +342,8 @@ async fn two_instances_share_a_group_and_never_handle_a_message_twice() {
         assert_eq!(b.pending(Topic::OrderCreated, "g").await.unwrap(), Some(0));
     })
     .await;
-    a.shutdown().await;
-    b.shutdown().await;
+    a.close().await;
+    b.close().await;
     a.delete_topics().await.unwrap();
 }
 
@@ -424,7 +424,7 @@ async fn failing_messages_land_in_the_dead_letter_topic() {
         );
     })
     .await;
-    broker.shutdown().await;
+    broker.close().await;
     broker.delete_topics().await.unwrap();
 }
 
@@ -435,7 +435,7 @@ async fn a_closed_broker_refuses_work() {
         .unwrap();
     within(async {
         let mut sub = broker.subscribe(Topic::StockChanged, "g").await.unwrap();
-        broker.shutdown().await;
+        broker.close().await;
         assert!(matches!(sub.next().await, Err(MqError::Closed)));
         assert!(matches!(
             broker.publish(&order(1, 1)).await,
@@ -448,4 +448,25 @@ async fn a_closed_broker_refuses_work() {
     })
     .await;
     broker.delete_topics().await.unwrap();
+}
+
+#[tokio::test]
+async fn connect_refuses_invalid_settings() {
+    let invalid = KafkaSettings {
+        partitions: 0,
+        ..settings()
+    };
+    let err = KafkaBroker::connect(invalid, Arc::new(MemoryOffsetStore::new()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            MqError::InvalidConfig {
+                key: "partitions",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 }

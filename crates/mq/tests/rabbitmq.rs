@@ -161,3 +161,16 @@ async fn unacked_deliveries_of_a_closed_connection_are_redelivered_to_another_in
     );
     second.delete_topology().await.unwrap();
 }
+
+#[tokio::test]
+async fn connect_refuses_invalid_settings() {
+    let invalid = RabbitSettings {
+        url: "http://127.0.0.1:5672".into(),
+        ..settings(&[])
+    };
+    let err = RabbitBroker::connect(invalid).await.unwrap_err();
+    assert!(
+        matches!(err, seckill_mq::MqError::InvalidConfig { key: "url", .. }),
+        "{err:?}"
+    );
+}

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use seckill_mq::{MqError, OffsetStore, PartitionKey};
+use seckill_mq::{Lease, MqError, OffsetStore, PartitionKey};
 use tokio_postgres::{NoTls, Row};
 
 use crate::{Order, OrderCounts, OrderError, OrderStatus, OrderStore, Transition};
@@ -546,7 +546,7 @@ impl OffsetStore for PgOrderStore {
         key: &PartitionKey,
         owner: &str,
         ttl: Duration,
-    ) -> Result<Option<Option<i64>>, MqError> {
+    ) -> Result<Lease, MqError> {
         self.timed_mq(async {
             let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
             let client = self.pool.get().await.map_err(mq_err)?;
@@ -570,7 +570,9 @@ impl OffsetStore for PgOrderStore {
                 )
                 .await
                 .map_err(mq_err)?;
-            Ok(row.map(|r| r.get::<_, Option<i64>>(0)))
+            Ok(row.map_or(Lease::HeldByAnother, |r| {
+                Lease::held(r.get::<_, Option<i64>>(0))
+            }))
         })
         .await
     }

@@ -247,7 +247,7 @@ mod pg {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn offsets_are_leased_to_one_owner_and_only_it_commits() {
-        use seckill_mq::{OffsetStore, PartitionKey};
+        use seckill_mq::{Lease, OffsetStore, PartitionKey};
         use std::time::Duration;
         let s = store().await;
         let key = PartitionKey {
@@ -256,21 +256,24 @@ mod pg {
             partition: 3,
         };
         let long = Duration::from_secs(60);
-        assert_eq!(s.lease(&key, "a", long).await.unwrap(), Some(None));
-        assert_eq!(s.lease(&key, "b", long).await.unwrap(), None);
+        assert_eq!(s.lease(&key, "a", long).await.unwrap(), Lease::Fresh);
+        assert_eq!(
+            s.lease(&key, "b", long).await.unwrap(),
+            Lease::HeldByAnother
+        );
         assert!(s.commit(&key, "a", 42).await.unwrap());
         assert!(!s.commit(&key, "b", 7).await.unwrap());
         assert_eq!(s.position(&key).await.unwrap(), Some(42));
-        assert_eq!(s.lease(&key, "a", long).await.unwrap(), Some(Some(42)));
+        assert_eq!(s.lease(&key, "a", long).await.unwrap(), Lease::Resume(42));
         // An expired lease is taken over; the old owner can no longer commit.
         assert_eq!(
             s.lease(&key, "a", Duration::ZERO).await.unwrap(),
-            Some(Some(42))
+            Lease::Resume(42)
         );
-        assert_eq!(s.lease(&key, "b", long).await.unwrap(), Some(Some(42)));
+        assert_eq!(s.lease(&key, "b", long).await.unwrap(), Lease::Resume(42));
         assert!(!s.commit(&key, "a", 50).await.unwrap());
         s.release(&key, "b").await.unwrap();
-        assert_eq!(s.lease(&key, "c", long).await.unwrap(), Some(Some(42)));
+        assert_eq!(s.lease(&key, "c", long).await.unwrap(), Lease::Resume(42));
         s.drop_schema().await.unwrap();
     }
 }

@@ -1,27 +1,6 @@
-//! [`RabbitBroker`]: the RabbitMQ backend (`mq.backend = rabbitmq`), on `lapin`.
-//!
-//! # Topology
-//! One durable direct exchange `{prefix}`; each message type is routed by its topic name
-//! (`seckill.order.created`, …). Each consumer group has a durable queue
-//! `{prefix}.{topic}.{group}` bound to it, so every group gets every message and the members
-//! of a group compete. Each queue dead-letters to the durable exchange `{prefix}.dlx`, into
-//! `{queue}.dlq`.
-//!
-//! Queues are created when a group subscribes, and at [`RabbitBroker::connect`] for the
-//! groups named in [`RabbitSettings::groups`], so a message published before its consumers
-//! first start (the relay can run before the order service) waits in its queue. Messages of a
-//! topic that no group has ever subscribed to are not kept (notifications nobody listens to).
-//!
-//! # Guarantees
-//! - Messages are persistent and published with publisher confirms: `publish_batch` publishes
-//!   the whole batch, then waits for every confirm, and fails if any is missing or negative.
-//! - Consumers take at most [`RabbitSettings::prefetch`] unacknowledged messages, and
-//!   acknowledge manually after handling. A delivery dropped unsettled (a crashed handler) is
-//!   requeued; `nack(requeue = true)` re-publishes it with an attempt counter, and after
-//!   [`RabbitSettings::max_attempts`] attempts it is rejected into the dead-letter queue.
-//! - A broken connection is replaced on the next call; subscriptions reconnect by themselves
-//!   with exponential backoff (100 ms doubling to 5 s). Unacknowledged messages of a lost
-//!   connection are redelivered by RabbitMQ.
+//! [`RabbitBroker`]: the RabbitMQ backend, on `lapin`.
+
+mod settings;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -41,38 +20,10 @@ use parking_lot::Mutex;
 
 use crate::{Acker, Broker, Delivery, Envelope, MqError, Subscription, Topic};
 
+pub use self::settings::RabbitSettings;
+
 /// The header counting failed handlings of a message.
 const ATTEMPTS_HEADER: &str = "x-seckill-attempts";
-
-/// Settings of [`RabbitBroker`].
-#[derive(Clone, Debug)]
-pub struct RabbitSettings {
-    /// AMQP URL, e.g. `amqp://guest:guest@127.0.0.1:5672/%2f`.
-    pub url: String,
-    /// Prefix of the exchange and queue names.
-    pub prefix: String,
-    /// Unacknowledged messages a subscription may hold.
-    pub prefetch: u16,
-    /// Failed handlings (`nack` with requeue) before a message goes to the dead-letter queue.
-    pub max_attempts: u32,
-    /// How long a publish waits for its confirms.
-    pub confirm_timeout: Duration,
-    /// Groups whose queues are declared at connect: `(topic, group)`.
-    pub groups: Vec<(Topic, String)>,
-}
-
-impl Default for RabbitSettings {
-    fn default() -> Self {
-        Self {
-            url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
-            prefix: "seckill".into(),
-            prefetch: 256,
-            max_attempts: 5,
-            confirm_timeout: Duration::from_secs(10),
-            groups: Vec::new(),
-        }
-    }
-}
 
 fn backend(e: impl std::error::Error + Send + Sync + 'static) -> MqError {
     MqError::Backend(Box::new(e))
@@ -82,7 +33,31 @@ fn short(s: &str) -> ShortString {
     s.into()
 }
 
-/// A RabbitMQ broker. Cheap to clone; clones share the connection.
+/// The RabbitMQ [`Broker`] (`mq.backend = rabbitmq`), on `lapin`. Cheap to clone; clones share
+/// the connection.
+///
+/// # Topology
+/// One durable direct exchange `{prefix}`; each message type is routed by its topic name
+/// (`seckill.order.created`, …). Each consumer group has a durable queue
+/// `{prefix}.{topic}.{group}` bound to it, so every group gets every message and the members
+/// of a group compete. Each queue dead-letters to the durable exchange `{prefix}.dlx`, into
+/// `{queue}.dlq`.
+///
+/// Queues are created when a group subscribes, and at [`RabbitBroker::connect`] for the
+/// groups named in [`RabbitSettings::groups`], so a message published before its consumers
+/// first start (the relay can run before the order service) waits in its queue. Messages of a
+/// topic that no group has ever subscribed to are not kept (notifications nobody listens to).
+///
+/// # Guarantees
+/// - Messages are persistent and published with publisher confirms: `publish_batch` publishes
+///   the whole batch, then waits for every confirm, and fails if any is missing or negative.
+/// - Consumers take at most [`RabbitSettings::prefetch`] unacknowledged messages, and
+///   acknowledge manually after handling. A delivery dropped unsettled (a crashed handler) is
+///   requeued; `nack(requeue = true)` re-publishes it with an attempt counter, and after
+///   [`RabbitSettings::max_attempts`] attempts it is rejected into the dead-letter queue.
+/// - A broken connection is replaced on the next call; subscriptions reconnect by themselves
+///   with exponential backoff (100 ms doubling to 5 s). Unacknowledged messages of a lost
+///   connection are redelivered by RabbitMQ.
 #[derive(Clone)]
 pub struct RabbitBroker {
     inner: Arc<Inner>,
@@ -123,8 +98,10 @@ impl RabbitBroker {
     /// Connects, declares the exchanges and the queues of [`RabbitSettings::groups`].
     ///
     /// # Errors
+    /// [`MqError::InvalidConfig`] when [`RabbitSettings::validate`] refuses `settings`;
     /// RabbitMQ is unreachable or refused the topology.
     pub async fn connect(settings: RabbitSettings) -> Result<Self, MqError> {
+        settings.validate()?;
         let broker = Self {
             inner: Arc::new(Inner {
                 settings,
@@ -409,19 +386,6 @@ impl RabbitBroker {
         }
         Ok(())
     }
-
-    /// Closes the connection; subscriptions end with [`MqError::Closed`].
-    pub async fn close(&self) {
-        self.inner.closed.store(true, Ordering::SeqCst);
-        let conn = self.inner.conn.lock().await.take();
-        if let Some(c) = conn {
-            let _ = tokio::time::timeout(
-                self.inner.settings.confirm_timeout,
-                c.connection.close(200, short("closing")),
-            )
-            .await;
-        }
-    }
 }
 
 fn properties(envelope_id: &str, attempts: u32) -> BasicProperties {
@@ -486,6 +450,20 @@ impl Broker for RabbitBroker {
         let queue = self.queue_name(topic, group);
         let ready = self.message_count(&queue).await?;
         Ok(Some(ready + self.unacked(&queue).load(Ordering::SeqCst)))
+    }
+
+    /// Closes the connection: subscriptions end with [`MqError::Closed`], and RabbitMQ
+    /// redelivers what they had not acknowledged; publishing and subscribing fail afterwards.
+    async fn close(&self) {
+        self.inner.closed.store(true, Ordering::SeqCst);
+        let conn = self.inner.conn.lock().await.take();
+        if let Some(c) = conn {
+            let _ = tokio::time::timeout(
+                self.inner.settings.confirm_timeout,
+                c.connection.close(200, short("closing")),
+            )
+            .await;
+        }
     }
 }
 
