@@ -32,17 +32,15 @@ pub struct OrderConsumer {
 /// Most deliveries handled together by [`OrderConsumer::run`].
 pub const MAX_BATCH: usize = 128;
 
-/// The default time a buyer has to pay: 15 minutes from the sale.
-pub const DEFAULT_PAYMENT_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 impl OrderConsumer {
     /// A consumer writing to `store` and publishing follow-ups to `broker`; orders get
-    /// [`DEFAULT_PAYMENT_TIMEOUT`] to be paid.
+    /// [`DEFAULT_PAYMENT_TIMEOUT`](crate::DEFAULT_PAYMENT_TIMEOUT) to be paid.
     pub fn new(store: Arc<dyn OrderStore>, broker: Arc<dyn Broker>) -> Self {
         Self {
             store,
             broker,
-            payment_timeout: DEFAULT_PAYMENT_TIMEOUT,
+            payment_timeout: crate::DEFAULT_PAYMENT_TIMEOUT,
         }
     }
 

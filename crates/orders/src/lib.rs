@@ -7,10 +7,11 @@
 //! in one state only, and [`OrderStore::due`] lists what a sweeper must cancel or finish.
 //!
 //! # Layout
-//! - [`store`]: [`Order`], the [`OrderStore`] trait and [`MemoryOrderStore`].
-//! - [`consumer`]: [`OrderConsumer`], the order service's consumer loop.
+//! - `store`: [`Order`], the [`OrderStore`] trait and [`MemoryOrderStore`].
+//! - `consumer`: [`OrderConsumer`], the order service's consumer loop.
+//! - `config`: [`OrdersConfig`], the `orders` section (deserializable with feature `serde`).
 //! - `postgres` (feature `postgres`): `PgOrderStore`, orders and consumer offsets in PostgreSQL.
-//! - [`error`]: the error type [`OrderError`].
+//! - `error`: the error type [`OrderError`].
 //!
 //! # Example
 //! ```
@@ -33,17 +34,19 @@
 //! # }
 //! ```
 
-pub mod consumer;
-pub mod error;
+mod config;
+mod consumer;
+mod error;
 #[cfg(feature = "postgres")]
-pub mod postgres;
-pub mod store;
+mod postgres;
+mod store;
 
+pub use config::{DEFAULT_PAYMENT_TIMEOUT, OrderStoreKind, OrdersConfig};
 pub use consumer::{
-    Backoff, DEFAULT_PAYMENT_TIMEOUT, MAX_BATCH, ORDER_SERVICE_GROUP, OrderConsumer, next_delivery,
+    Backoff, MAX_BATCH, ORDER_SERVICE_GROUP, OrderConsumer, next_delivery,
     now_ms,
 };
 pub use error::OrderError;
 #[cfg(feature = "postgres")]
-pub use postgres::{PgOrderStore, PgSettings};
+pub use postgres::PgOrderStore;
 pub use store::{MemoryOrderStore, Order, OrderCounts, OrderStatus, OrderStore, Transition};

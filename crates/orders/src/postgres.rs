@@ -16,7 +16,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use seckill_mq::{Lease, MqError, OffsetStore, PartitionKey};
 use tokio_postgres::{NoTls, Row};
 
-use crate::{Order, OrderCounts, OrderError, OrderStatus, OrderStore, Transition};
+use crate::{Order, OrderCounts, OrderError, OrderStatus, OrderStore, OrdersConfig, Transition};
 
 /// The migrations, in order: (version, name, SQL).
 const MIGRATIONS: &[(i32, &str, &str)] = &[
@@ -27,35 +27,6 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../migrations/0002_consumer_offsets.sql"),
     ),
 ];
-
-/// Connection settings of [`PgOrderStore`].
-#[derive(Clone, Debug)]
-pub struct PgSettings {
-    /// `postgres://user[:password]@host:port/database`.
-    pub url: String,
-    /// The schema holding the tables, created when missing (`None`: the server's default,
-    /// usually `public`). Letters, digits and `_` only.
-    pub schema: Option<String>,
-    /// Connections in the pool.
-    pub pool_size: usize,
-    /// Time to wait for a connection (connect or from the pool).
-    pub connect_timeout: Duration,
-    /// Longest a query may take, enforced by the client and, as `statement_timeout`, by the
-    /// server.
-    pub query_timeout: Duration,
-}
-
-impl Default for PgSettings {
-    fn default() -> Self {
-        Self {
-            url: "postgres://postgres@127.0.0.1:5432/postgres".into(),
-            schema: None,
-            pool_size: 8,
-            connect_timeout: Duration::from_secs(5),
-            query_timeout: Duration::from_secs(10),
-        }
-    }
-}
 
 /// Orders in PostgreSQL (`orders.store = postgres`).
 #[derive(Clone)]
@@ -85,13 +56,18 @@ impl PgOrderStore {
     /// Connects, creates the schema when missing and applies pending migrations.
     ///
     /// # Errors
-    /// [`OrderError::Invalid`] for a bad URL or schema name; [`OrderError::Store`] when the
-    /// database cannot be reached or a migration fails.
-    pub async fn connect(settings: &PgSettings) -> Result<Self, OrderError> {
-        let mut config: tokio_postgres::Config = settings
-            .url
-            .parse()
-            .map_err(|e| OrderError::Invalid(format!("orders.database_url: {e}")))?;
+    /// [`OrderError::InvalidConfig`] for a bad URL, schema name or pool size;
+    /// [`OrderError::Store`] when the database cannot be reached or a migration fails.
+    pub async fn connect(settings: &OrdersConfig) -> Result<Self, OrderError> {
+        settings.validate_postgres()?;
+        let mut config: tokio_postgres::Config =
+            settings
+                .database_url
+                .parse()
+                .map_err(|e: tokio_postgres::Error| OrderError::InvalidConfig {
+                    key: "database_url",
+                    reason: e.to_string(),
+                })?;
         config.connect_timeout(settings.connect_timeout);
         config.keepalives(true);
         config.keepalives_idle(Duration::from_secs(10));
@@ -100,15 +76,6 @@ impl PgOrderStore {
             settings.query_timeout.as_millis().max(1)
         );
         if let Some(schema) = &settings.schema {
-            if schema.is_empty()
-                || !schema
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
-            {
-                return Err(OrderError::Invalid(format!(
-                    "schema {schema:?}: only letters, digits and _ are allowed"
-                )));
-            }
             options.push_str(&format!(" -c search_path={schema}"));
         }
         config.options(&options);
@@ -120,7 +87,7 @@ impl PgOrderStore {
             },
         );
         let pool = Pool::builder(manager)
-            .max_size(settings.pool_size.max(1))
+            .max_size(settings.pool_size)
             .runtime(Runtime::Tokio1)
             .wait_timeout(Some(settings.connect_timeout))
             .create_timeout(Some(settings.connect_timeout))

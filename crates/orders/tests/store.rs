@@ -207,16 +207,16 @@ contract!(
 #[cfg(feature = "postgres")]
 mod pg {
     use super::*;
-    use seckill_orders::{PgOrderStore, PgSettings};
+    use seckill_orders::{OrdersConfig, PgOrderStore};
 
     pub(crate) async fn store() -> Arc<PgOrderStore> {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_nanos();
-        let settings = PgSettings {
+        let settings = OrdersConfig {
             schema: Some(format!("t_{}_{nanos}", std::process::id())),
-            ..PgSettings::default()
+            ..OrdersConfig::default()
         };
         Arc::new(PgOrderStore::connect(&settings).await.unwrap())
     }
@@ -228,9 +228,9 @@ mod pg {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn migrations_apply_once_when_instances_start_together() {
         let first = store().await;
-        let settings = PgSettings {
+        let settings = OrdersConfig {
             schema: first.schema().map(str::to_owned),
-            ..PgSettings::default()
+            ..OrdersConfig::default()
         };
         let mut starts = Vec::new();
         for _ in 0..4 {
