@@ -10,8 +10,8 @@ use criterion::{
 };
 use governor::clock::FakeRelativeClock;
 use seckill_flowcontrol::{
-    BreakerConfig, CircuitBreaker, FixedWindow, KeyedLimiter, ManualClock, Quota, RateLimiter,
-    SlidingWindow, TokenBucket,
+    Algorithm, BreakerConfig, CircuitBreaker, FixedWindow, KeyedLimiter, Limiter, ManualClock,
+    Quota, RateLimiter, SlidingWindow, TokenBucket,
 };
 
 fn nz(v: u32) -> NonZeroU32 {
@@ -148,6 +148,18 @@ fn sliding_window(c: &mut Criterion) {
     g.finish();
 }
 
+/// `Limiter` over each algorithm: the primitive's cost plus one load and one `match`.
+fn limiter(c: &mut Criterion) {
+    let mut g = group(c, "limiter");
+    for algorithm in Algorithm::ALL {
+        let ours = Limiter::with_clock(algorithm, our_quota(), ManualClock::new());
+        g.bench_function(format!("single/{algorithm}_manual_clock"), |b| {
+            b.iter(|| black_box(ours.try_acquire(1)))
+        });
+    }
+    g.finish();
+}
+
 fn keyed(c: &mut Criterion) {
     const KEYS: u64 = 10_000;
     let mut g = group(c, "keyed_10k_keys");
@@ -250,6 +262,7 @@ criterion_group!(
     token_bucket,
     fixed_window,
     sliding_window,
+    limiter,
     keyed,
     breaker
 );

@@ -9,12 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use seckill_flowcontrol::tower::{
-    BoxError, BreakerLayer, CircuitOpen, DegradeLayer, Degraded, KeyRateLimitExceeded,
-    KeyedRateLimitLayer, QueueLayer, QueueOverloaded, RateLimitExceeded, RateLimitLayer,
+    BoxError, BreakerLayer, DegradeLayer, KeyedRateLimitLayer, QueueLayer, RateLimitLayer,
 };
 use seckill_flowcontrol::{
-    BreakerConfig, CallOutcome, CircuitBreaker, Degradation, KeyedLimiter, ManualClock, Quota,
-    RequestQueue, TokenBucket,
+    BreakerConfig, BreakerOpen, CallOutcome, CircuitBreaker, Degradation, Degraded, KeyedLimiter,
+    ManualClock, QueueRejected, Quota, RateLimited, RequestQueue, TokenBucket,
 };
 use tower::{ServiceBuilder, ServiceExt, service_fn};
 
@@ -39,15 +38,14 @@ fn nz(v: u32) -> NonZeroU32 {
     NonZeroU32::new(v).expect("non-zero")
 }
 
-/// Names a rejection the way an HTTP edge would map it.
+/// Names a rejection the way an HTTP edge would map it: one type per kind of rejection,
+/// whichever layer (the global or the per-user limit) gave it.
 fn describe(err: &BoxError) -> String {
-    if let Some(e) = err.downcast_ref::<RateLimitExceeded>() {
-        format!("429 global limit, retry after {:?}", e.retry_after())
-    } else if let Some(e) = err.downcast_ref::<KeyRateLimitExceeded>() {
-        format!("429 per-user limit, retry after {:?}", e.retry_after())
-    } else if let Some(e) = err.downcast_ref::<CircuitOpen>() {
-        format!("503 circuit open, retry after {:?}", e.retry_after())
-    } else if let Some(e) = err.downcast_ref::<QueueOverloaded>() {
+    if let Some(e) = err.downcast_ref::<RateLimited>() {
+        format!("429 rate limited, retry after {:?}", e.retry_after)
+    } else if let Some(e) = err.downcast_ref::<BreakerOpen>() {
+        format!("503 circuit open, retry after {:?}", e.retry_after)
+    } else if let Some(e) = err.downcast_ref::<QueueRejected>() {
         format!("503 {e}")
     } else if err.downcast_ref::<Degraded>().is_some() {
         "503 degraded".to_owned()

@@ -21,7 +21,7 @@ use std::time::Duration;
 use parking_lot::{Mutex, RwLock};
 
 use crate::clock::{Clock, SystemClock, duration_to_nanos, now_nanos};
-use crate::error::Error;
+use crate::error::ConfigError;
 
 /// The state of a [`CircuitBreaker`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -46,7 +46,8 @@ pub enum CallOutcome {
     Ignored,
 }
 
-/// The rejection returned while the breaker does not admit calls.
+/// The rejection returned while the breaker does not admit calls (also the error of the
+/// tower `BreakerLayer`, feature `tower`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BreakerOpen {
     /// While open: the time left until the breaker turns half-open. While
@@ -55,20 +56,40 @@ pub struct BreakerOpen {
     pub retry_after: Duration,
 }
 
+impl fmt::Display for BreakerOpen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("circuit breaker is open")
+    }
+}
+
+impl std::error::Error for BreakerOpen {}
+
 /// Configuration of a [`CircuitBreaker`]; see the module docs for the
-/// strategies. [`Default`] gives the service's spec defaults.
+/// strategies. [`Default`] gives the service's specification defaults.
+///
+/// With the `serde` feature it is the `circuit_breaker` section of a configuration file: the
+/// keys are the field names, every key is optional (its default applies), unknown keys are
+/// refused, durations are humantime strings (`"60s"`, `"200ms"`) and an absent strategy is
+/// `null`. Check it with [`validate`](Self::validate), whose errors name the key.
 #[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Deserialize, serde::Serialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct BreakerConfig {
     /// Consecutive failures that open the breaker (default 10); 0 disables
     /// this strategy.
     pub failure_threshold: u32,
-    /// How long the breaker stays open (default 60 s).
+    /// How long the breaker stays open (default 60 s), more than zero.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub recovery_timeout: Duration,
     /// Concurrent probes admitted while half-open (default 1), at least 1.
     pub half_open_max_probes: u32,
     /// Successful probes needed to close again (default 1), at least 1.
     pub success_threshold: u32,
     /// Rolling window of the ratio strategies (default 10 s).
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub window: Duration,
     /// Calls needed in the window before a ratio applies (default 20).
     pub minimum_calls: u32,
@@ -76,6 +97,7 @@ pub struct BreakerConfig {
     /// (default `None`: off). In `0.0..=1.0`.
     pub failure_ratio: Option<f64>,
     /// A call at least this long is slow (default `None`).
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub slow_call_duration: Option<Duration>,
     /// Open when `slow / calls >= slow_call_ratio` over the window (default
     /// `None`: off). In `0.0..=1.0`; needs `slow_call_duration`.
@@ -102,19 +124,27 @@ impl Default for BreakerConfig {
 const FIELD_MAX: u32 = (1 << 20) - 1;
 
 impl BreakerConfig {
-    /// Checks the configuration: probes and success threshold in
-    /// `1..=1_048_575`, ratios in `0.0..=1.0`, a non-zero window when a
-    /// ratio is set, and `slow_call_duration` when `slow_call_ratio` is set.
-    pub fn validate(&self) -> Result<(), Error> {
+    /// Checks the configuration: a non-zero `recovery_timeout`, probes and success threshold
+    /// in `1..=1_048_575`, ratios in `0.0..=1.0`, a non-zero window when a ratio is set, and
+    /// `slow_call_duration` when `slow_call_ratio` is set.
+    ///
+    /// # Errors
+    /// The first invalid field, named by its key ([`ConfigError::name`]).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.recovery_timeout.is_zero() {
+            return Err(ConfigError::ZeroDuration {
+                name: "recovery_timeout",
+            });
+        }
         for (name, v) in [
             ("half_open_max_probes", self.half_open_max_probes),
             ("success_threshold", self.success_threshold),
         ] {
             if v == 0 {
-                return Err(Error::ZeroCount { name });
+                return Err(ConfigError::ZeroCount { name });
             }
             if v > FIELD_MAX {
-                return Err(Error::OutOfRange {
+                return Err(ConfigError::OutOfRange {
                     name,
                     value: f64::from(v),
                     expected: "1..=1048575",
@@ -127,20 +157,21 @@ impl BreakerConfig {
         ] {
             if let Some(r) = r {
                 if !(0.0..=1.0).contains(&r) {
-                    return Err(Error::OutOfRange {
+                    return Err(ConfigError::OutOfRange {
                         name,
                         value: r,
                         expected: "0.0..=1.0",
                     });
                 }
                 if self.window.is_zero() {
-                    return Err(Error::ZeroDuration { name: "window" });
+                    return Err(ConfigError::ZeroDuration { name: "window" });
                 }
             }
         }
         if self.slow_call_ratio.is_some() && self.slow_call_duration.is_none() {
-            return Err(Error::ZeroDuration {
+            return Err(ConfigError::Invalid {
                 name: "slow_call_duration",
+                reason: "must be set when slow_call_ratio is set",
             });
         }
         Ok(())
@@ -245,7 +276,10 @@ impl CircuitBreaker<SystemClock> {
     }
 
     /// A closed breaker on the system clock, or the configuration error.
-    pub fn try_new(config: BreakerConfig) -> Result<Self, Error> {
+    ///
+    /// # Errors
+    /// As [`BreakerConfig::validate`].
+    pub fn try_new(config: BreakerConfig) -> Result<Self, ConfigError> {
         Self::try_with_clock(config, SystemClock)
     }
 }
@@ -264,7 +298,10 @@ impl<C: Clock> CircuitBreaker<C> {
 
     /// A closed breaker reading time from `clock`, or the configuration
     /// error.
-    pub fn try_with_clock(config: BreakerConfig, clock: C) -> Result<Self, Error> {
+    ///
+    /// # Errors
+    /// As [`BreakerConfig::validate`].
+    pub fn try_with_clock(config: BreakerConfig, clock: C) -> Result<Self, ConfigError> {
         config.validate()?;
         let slow_nanos = match (config.slow_call_ratio, config.slow_call_duration) {
             (Some(_), Some(d)) => Some(duration_to_nanos(d)),
@@ -327,10 +364,24 @@ impl<C: Clock> CircuitBreaker<C> {
     /// Half-open: a permit while fewer than `half_open_max_probes` probes
     /// are in flight.
     pub fn try_acquire(&self) -> Result<CallPermit<'_, C>, BreakerOpen> {
+        self.admit()
+            .map(|word| self.permit(Handle::Borrowed(self), word))
+    }
+
+    /// Like [`try_acquire`](Self::try_acquire), but the permit owns a
+    /// reference to the breaker, so it can travel into a `'static` future
+    /// (a tower service's response future, a spawned task).
+    pub fn try_acquire_owned(self: &Arc<Self>) -> Result<OwnedCallPermit<C>, BreakerOpen> {
+        self.admit()
+            .map(|word| self.permit(Handle::Shared(Arc::clone(self)), word))
+    }
+
+    /// The state word a permit is issued under, or the rejection.
+    fn admit(&self) -> Result<u64, BreakerOpen> {
         let mut w = self.word.load(Ordering::Acquire);
         loop {
             match w & STATE_MASK {
-                CLOSED => return Ok(self.permit(w)),
+                CLOSED => return Ok(w),
                 OPEN => {
                     let now = now_nanos(&self.clock);
                     let until = self
@@ -367,7 +418,7 @@ impl<C: Clock> CircuitBreaker<C> {
                         Ordering::AcqRel,
                         Ordering::Acquire,
                     ) {
-                        Ok(_) => return Ok(self.permit(taken)),
+                        Ok(_) => return Ok(taken),
                         Err(actual) => w = actual,
                     }
                 }
@@ -376,14 +427,14 @@ impl<C: Clock> CircuitBreaker<C> {
     }
 
     #[inline]
-    fn permit(&self, word: u64) -> CallPermit<'_, C> {
+    fn permit<'a>(&self, breaker: Handle<'a, C>, word: u64) -> CallPermit<'a, C> {
         let start = if self.slow_nanos.is_some() {
             now_nanos(&self.clock)
         } else {
             0
         };
         CallPermit {
-            breaker: self,
+            breaker,
             word,
             start,
             done: false,
@@ -526,12 +577,38 @@ impl<C: Clock> fmt::Debug for CircuitBreaker<C> {
 /// [`record`](Self::record). Dropping it unreported counts as
 /// [`CallOutcome::Ignored`]. The call's duration (for the slow-call
 /// strategy) runs from `try_acquire` to the report.
+///
+/// [`CircuitBreaker::try_acquire`] lends the breaker to the permit;
+/// [`CircuitBreaker::try_acquire_owned`] gives it an `Arc` of the breaker
+/// ([`OwnedCallPermit`], `'static`).
 #[must_use = "report the call's outcome, or drop the permit to ignore it"]
 pub struct CallPermit<'a, C: Clock = SystemClock> {
-    breaker: &'a CircuitBreaker<C>,
+    breaker: Handle<'a, C>,
     word: u64,
     start: u64,
     done: bool,
+}
+
+/// A [`CallPermit`] holding an `Arc` of its breaker, so it can outlive the borrow; see
+/// [`CircuitBreaker::try_acquire_owned`].
+pub type OwnedCallPermit<C = SystemClock> = CallPermit<'static, C>;
+
+/// How a permit holds its breaker.
+enum Handle<'a, C: Clock> {
+    Borrowed(&'a CircuitBreaker<C>),
+    Shared(Arc<CircuitBreaker<C>>),
+}
+
+impl<C: Clock> std::ops::Deref for Handle<'_, C> {
+    type Target = CircuitBreaker<C>;
+
+    #[inline]
+    fn deref(&self) -> &CircuitBreaker<C> {
+        match self {
+            Self::Borrowed(b) => b,
+            Self::Shared(b) => b,
+        }
+    }
 }
 
 impl<C: Clock> CallPermit<'_, C> {
@@ -570,74 +647,7 @@ impl<C: Clock> fmt::Debug for CallPermit<'_, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CallPermit")
             .field("probe", &self.is_probe())
-            .finish_non_exhaustive()
-    }
-}
-
-impl<C: Clock> CircuitBreaker<C> {
-    /// Like [`try_acquire`](Self::try_acquire), but the permit owns a
-    /// reference to the breaker, so it can travel into a `'static` future
-    /// (a tower service's response future, a spawned task).
-    pub fn try_acquire_owned(self: &Arc<Self>) -> Result<OwnedCallPermit<C>, BreakerOpen> {
-        let mut permit = self.try_acquire()?;
-        // The borrowed permit hands its report over to the owned one.
-        permit.done = true;
-        Ok(OwnedCallPermit {
-            breaker: Arc::clone(self),
-            word: permit.word,
-            start: permit.start,
-            done: false,
-        })
-    }
-}
-
-/// A [`CallPermit`] holding an `Arc` of its breaker; see
-/// [`CircuitBreaker::try_acquire_owned`]. Dropping it unreported counts as
-/// [`CallOutcome::Ignored`].
-#[must_use = "report the call's outcome, or drop the permit to ignore it"]
-pub struct OwnedCallPermit<C: Clock = SystemClock> {
-    breaker: Arc<CircuitBreaker<C>>,
-    word: u64,
-    start: u64,
-    done: bool,
-}
-
-impl<C: Clock> OwnedCallPermit<C> {
-    /// The call succeeded.
-    pub fn success(self) {
-        self.record(CallOutcome::Success);
-    }
-
-    /// The call failed.
-    pub fn failure(self) {
-        self.record(CallOutcome::Failure);
-    }
-
-    /// Reports `outcome`.
-    pub fn record(mut self, outcome: CallOutcome) {
-        self.done = true;
-        self.breaker.record(self.word, self.start, outcome);
-    }
-
-    /// Whether this permit is a half-open probe.
-    pub fn is_probe(&self) -> bool {
-        self.word & STATE_MASK == HALF_OPEN
-    }
-}
-
-impl<C: Clock> Drop for OwnedCallPermit<C> {
-    fn drop(&mut self) {
-        if !self.done {
-            self.breaker
-                .record(self.word, self.start, CallOutcome::Ignored);
-        }
-    }
-}
-
-impl<C: Clock> fmt::Debug for OwnedCallPermit<C> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OwnedCallPermit")
-            .field("probe", &self.is_probe())
+            .field("owned", &matches!(self.breaker, Handle::Shared(_)))
             .finish_non_exhaustive()
     }
 }
@@ -731,6 +741,80 @@ mod tests {
         assert!(c.validate().is_ok());
     }
 
+    #[cfg(feature = "serde")]
+    #[test]
+    fn config_reads_like_its_configuration_section() {
+        let parse = |json: &str| serde_json::from_str::<BreakerConfig>(json);
+        assert_eq!(parse("{}").unwrap(), BreakerConfig::default());
+        let c = parse(
+            r#"{"failure_threshold": 3, "recovery_timeout": "30s", "window": "5s",
+                "slow_call_duration": "200ms", "slow_call_ratio": 0.8, "failure_ratio": null}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c,
+            BreakerConfig {
+                failure_threshold: 3,
+                recovery_timeout: Duration::from_secs(30),
+                window: Duration::from_secs(5),
+                slow_call_duration: Some(Duration::from_millis(200)),
+                slow_call_ratio: Some(0.8),
+                ..BreakerConfig::default()
+            }
+        );
+        assert!(c.validate().is_ok());
+        let unknown = parse(r#"{"failure_treshold": 3}"#).unwrap_err();
+        assert!(
+            unknown.to_string().contains("failure_treshold"),
+            "{unknown}"
+        );
+        assert!(
+            parse(r#"{"recovery_timeout": 60}"#).is_err(),
+            "durations are strings"
+        );
+        let json = serde_json::to_string(&c).unwrap();
+        assert!(json.contains(r#""slow_call_duration":"200ms""#), "{json}");
+        assert!(json.contains(r#""failure_ratio":null"#), "{json}");
+        assert_eq!(parse(&json).unwrap(), c);
+    }
+
+    #[test]
+    fn validate_names_the_key() {
+        let bad = |c: BreakerConfig| c.validate().unwrap_err().name();
+        let zero_recovery = BreakerConfig {
+            recovery_timeout: Duration::ZERO,
+            ..Default::default()
+        };
+        assert_eq!(bad(zero_recovery), "recovery_timeout");
+        let no_probes = BreakerConfig {
+            half_open_max_probes: 0,
+            ..Default::default()
+        };
+        assert_eq!(bad(no_probes), "half_open_max_probes");
+        let no_successes = BreakerConfig {
+            success_threshold: 0,
+            ..Default::default()
+        };
+        assert_eq!(bad(no_successes), "success_threshold");
+        let ratio = BreakerConfig {
+            failure_ratio: Some(-0.1),
+            ..Default::default()
+        };
+        assert_eq!(bad(ratio), "failure_ratio");
+        let no_duration = BreakerConfig {
+            slow_call_ratio: Some(0.5),
+            ..Default::default()
+        };
+        assert_eq!(bad(no_duration), "slow_call_duration");
+        assert!(
+            CircuitBreaker::try_new(BreakerConfig {
+                recovery_timeout: Duration::ZERO,
+                ..Default::default()
+            })
+            .is_err()
+        );
+    }
+
     #[test]
     fn validate_rejects_bad_values() {
         let bad = |c: BreakerConfig| c.validate().unwrap_err();
@@ -739,7 +823,7 @@ mod tests {
                 failure_ratio: Some(1.5),
                 ..Default::default()
             }),
-            Error::OutOfRange {
+            ConfigError::OutOfRange {
                 name: "failure_ratio",
                 ..
             }
@@ -750,14 +834,14 @@ mod tests {
                 slow_call_duration: Some(Duration::from_secs(1)),
                 ..Default::default()
             }),
-            Error::OutOfRange { .. }
+            ConfigError::OutOfRange { .. }
         ));
         assert_eq!(
             bad(BreakerConfig {
                 half_open_max_probes: 0,
                 ..Default::default()
             }),
-            Error::ZeroCount {
+            ConfigError::ZeroCount {
                 name: "half_open_max_probes"
             }
         );
@@ -767,7 +851,7 @@ mod tests {
                 window: Duration::ZERO,
                 ..Default::default()
             }),
-            Error::ZeroDuration { name: "window" }
+            ConfigError::ZeroDuration { name: "window" }
         );
         assert!(
             CircuitBreaker::try_new(BreakerConfig {

@@ -106,10 +106,10 @@ impl<C: Clock> ChainLevel for TokenBucket<C> {
 
 impl<C: Clock> ChainLevel for FixedWindow<C> {
     fn peek(&self, n: u32) -> Result<(), RateLimited> {
-        FixedWindow::peek(self, n).map(drop)
+        self.decide(n, false).map(drop)
     }
     fn commit(&self, n: u32) -> Result<u64, RateLimited> {
-        FixedWindow::commit(self, n)
+        self.decide(n, true)
     }
     fn refund(&self, n: u32, ticket: u64) {
         FixedWindow::refund(self, n, ticket);
@@ -118,10 +118,10 @@ impl<C: Clock> ChainLevel for FixedWindow<C> {
 
 impl<C: Clock> ChainLevel for SlidingWindow<C> {
     fn peek(&self, n: u32) -> Result<(), RateLimited> {
-        SlidingWindow::peek(self, n).map(drop)
+        self.decide(n, false).map(drop)
     }
     fn commit(&self, n: u32) -> Result<u64, RateLimited> {
-        SlidingWindow::commit(self, n)
+        self.decide(n, true)
     }
     fn refund(&self, n: u32, ticket: u64) {
         SlidingWindow::refund(self, n, ticket);
@@ -145,10 +145,10 @@ impl<K: Hash + Eq + Clone + Send + Sync, C: Clock + Clone> KeyedLimiter<K, C> {
 
 impl<K: Hash + Eq + Clone + Send + Sync, C: Clock + Clone> ChainLevel for KeyedLevel<'_, K, C> {
     fn peek(&self, n: u32) -> Result<(), RateLimited> {
-        self.limiter.peek(self.key, n)
+        self.limiter.decide(self.key, n, false)
     }
     fn commit(&self, n: u32) -> Result<u64, RateLimited> {
-        self.limiter.commit(self.key, n).map(|()| 0)
+        self.limiter.decide(self.key, n, true).map(|()| 0)
     }
     fn refund(&self, n: u32, _ticket: u64) {
         self.limiter.refund(self.key, n);
@@ -184,8 +184,8 @@ mod tests {
         assert_eq!(r.retry_after, Duration::from_secs(1));
         // Global and product were not charged for the rejected request.
         assert!(global.try_acquire(98).is_ok());
-        assert!(product.commit(48).is_ok());
-        assert!(product.commit(1).is_err());
+        assert!(product.try_acquire(48).is_ok());
+        assert!(product.try_acquire(1).is_err());
     }
 
     #[test]

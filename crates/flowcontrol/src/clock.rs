@@ -2,6 +2,7 @@
 //! [`ManualClock`] for deterministic tests.
 
 use std::cell::Cell;
+use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -23,19 +24,13 @@ pub trait Clock: Send + Sync + 'static {
     }
 }
 
-impl<C: Clock + ?Sized> Clock for Arc<C> {
-    #[inline]
-    fn now(&self) -> Duration {
-        (**self).now()
-    }
-
-    #[inline]
-    fn now_nanos(&self) -> u64 {
-        (**self).now_nanos()
-    }
-}
-
-impl<C: Clock + ?Sized> Clock for Box<C> {
+/// A pointer to a clock (`Arc<C>`, `Box<C>`, `&'static C`, `Arc<dyn Clock>`…) reads that
+/// clock.
+impl<P> Clock for P
+where
+    P: Deref + Send + Sync + 'static,
+    P::Target: Clock,
+{
     #[inline]
     fn now(&self) -> Duration {
         (**self).now()
@@ -184,6 +179,19 @@ mod tests {
         assert_eq!(a.now(), Duration::from_secs(2));
         a.advance(Duration::MAX);
         assert_eq!(a.now(), Duration::from_nanos(u64::MAX));
+    }
+
+    #[test]
+    fn pointers_read_the_clock_they_point_to() {
+        fn read(c: &impl Clock) -> u64 {
+            c.now_nanos()
+        }
+        let manual = ManualClock::new();
+        manual.advance(Duration::from_nanos(7));
+        let shared: Arc<dyn Clock> = Arc::new(manual.clone());
+        assert_eq!(read(&shared), 7);
+        assert_eq!(read(&Box::new(manual.clone())), 7);
+        assert_eq!(Arc::new(manual).now(), Duration::from_nanos(7));
     }
 
     #[test]

@@ -3,11 +3,25 @@
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
-use crate::error::Error;
+use crate::error::ConfigError;
 
 const AUTO: u8 = 0;
 const FORCED_OFF: u8 = 1;
 const FORCED_ON: u8 = 2;
+
+/// The rejection while a [`Degradation`] switch is on: the service is shedding load (also
+/// the error of the tower `DegradeLayer`, feature `tower`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Degraded;
+
+impl fmt::Display for Degraded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("service degraded")
+    }
+}
+
+impl std::error::Error for Degraded {}
 
 /// Decides whether the service is degraded (refusing requests) from a load
 /// signal such as [`RequestQueue::load`](crate::RequestQueue::load) or
@@ -54,16 +68,19 @@ impl Degradation {
     /// Like [`Degradation::new`]; `threshold` must be finite and positive
     /// (loads above 1 are meaningful: a queue with waiters, CPU over the
     /// limit) and `hysteresis` in `0..threshold`.
-    pub fn try_new(threshold: f64, hysteresis: f64) -> Result<Self, Error> {
+    ///
+    /// # Errors
+    /// [`ConfigError::OutOfRange`] naming `threshold` or `hysteresis`.
+    pub fn try_new(threshold: f64, hysteresis: f64) -> Result<Self, ConfigError> {
         if !(threshold.is_finite() && threshold > 0.0) {
-            return Err(Error::OutOfRange {
+            return Err(ConfigError::OutOfRange {
                 name: "threshold",
                 value: threshold,
                 expected: "a finite number > 0",
             });
         }
         if !(0.0..threshold).contains(&hysteresis) {
-            return Err(Error::OutOfRange {
+            return Err(ConfigError::OutOfRange {
                 name: "hysteresis",
                 value: hysteresis,
                 expected: "0 <= hysteresis < threshold",

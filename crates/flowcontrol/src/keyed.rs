@@ -134,10 +134,12 @@ impl<K: Hash + Eq + Clone + Send + Sync, C: Clock + Clone> KeyedLimiter<K, C> {
     /// bucket. `n == 0` always succeeds; `n > burst` never does
     /// ([`RateLimited::NEVER`]).
     pub fn try_acquire(&self, key: &K, n: u32) -> Result<(), RateLimited> {
-        self.commit(key, n)
+        self.decide(key, n, true)
     }
 
-    pub(crate) fn commit(&self, key: &K, n: u32) -> Result<(), RateLimited> {
+    /// Decides a request of `key` for `n` permits; with `commit` takes them (a new key is
+    /// stored only then).
+    pub(crate) fn decide(&self, key: &K, n: u32, commit: bool) -> Result<(), RateLimited> {
         if n == 0 {
             return Ok(());
         }
@@ -147,53 +149,31 @@ impl<K: Hash + Eq + Clone + Send + Sync, C: Clock + Clone> KeyedLimiter<K, C> {
         let now = now_nanos(&self.clock);
         let (hash, shard) = self.locate(key);
         let mut shard = shard.lock();
-        if let Some(tat) = shard.map.get_mut(&Probe { hash, key } as &dyn Lookup<K>) {
-            return match self.gcra.check(*tat, now, n) {
-                Ok(new) => {
-                    *tat = new;
-                    Ok(())
-                }
-                Err(wait) => Err(RateLimited {
-                    retry_after: Duration::from_nanos(wait),
-                }),
-            };
-        }
-        // A new key has a full bucket and n <= burst: always admitted.
-        let tat = self.gcra.check(0, now, n).unwrap_or(now);
-        if shard.map.len() >= self.per_shard {
-            shard.make_room(now, self.per_shard);
-        }
-        let entry = Entry {
-            hash,
-            key: key.clone(),
-        };
-        shard.map.insert(entry, tat);
-        Ok(())
-    }
-
-    /// Checks `key` for `n` permits without taking them.
-    pub(crate) fn peek(&self, key: &K, n: u32) -> Result<(), RateLimited> {
-        if n == 0 {
-            return Ok(());
-        }
-        if n > self.gcra.burst {
-            return never();
-        }
-        let now = now_nanos(&self.clock);
-        let (hash, shard) = self.locate(key);
-        let probe = Probe { hash, key };
-        let tat = shard
-            .lock()
-            .map
-            .get(&probe as &dyn Lookup<K>)
-            .copied()
-            .unwrap_or(0);
-        self.gcra
-            .check(tat, now, n)
-            .map(drop)
-            .map_err(|wait| RateLimited {
+        let decide = |tat| {
+            self.gcra.check(tat, now, n).map_err(|wait| RateLimited {
                 retry_after: Duration::from_nanos(wait),
             })
+        };
+        if let Some(tat) = shard.map.get_mut(&Probe { hash, key } as &dyn Lookup<K>) {
+            let new = decide(*tat)?;
+            if commit {
+                *tat = new;
+            }
+            return Ok(());
+        }
+        // A new key has a full bucket and n <= burst: always admitted.
+        let tat = decide(0).unwrap_or(now);
+        if commit {
+            if shard.map.len() >= self.per_shard {
+                shard.make_room(now, self.per_shard);
+            }
+            let entry = Entry {
+                hash,
+                key: key.clone(),
+            };
+            shard.map.insert(entry, tat);
+        }
+        Ok(())
     }
 
     /// Gives back `n` permits taken from `key` (if it is still tracked).
@@ -412,11 +392,11 @@ mod tests {
     #[test]
     fn peek_and_refund() {
         let (l, _clock) = limiter(10, 2, 100);
-        assert!(l.peek(&7, 2).is_ok());
+        assert!(l.decide(&7, 2, false).is_ok());
         assert!(l.is_empty(), "peek stores nothing");
-        l.commit(&7, 2).unwrap();
-        assert!(l.peek(&7, 1).is_err());
+        l.decide(&7, 2, true).unwrap();
+        assert!(l.decide(&7, 1, false).is_err());
         l.refund(&7, 1);
-        assert!(l.peek(&7, 1).is_ok());
+        assert!(l.decide(&7, 1, false).is_ok());
     }
 }

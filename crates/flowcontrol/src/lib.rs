@@ -8,6 +8,10 @@
 //! [`Clock`] so tests can drive them deterministically with a
 //! [`ManualClock`]. The default [`SystemClock`] reads the CPU's time-stamp
 //! counter (through `quanta`) where it can, a few nanoseconds per reading.
+//! [`Limiter`] puts the three limiting algorithms behind one [`Quota`]: the
+//! same quota admits the same burst and the same sustained rate under each,
+//! and an operator can switch algorithm or quota at run time without
+//! handing out a fresh burst.
 //!
 //! Each primitive's type documentation has a short runnable example; where
 //! time matters it is driven by a [`ManualClock`] (tokio's paused time for
@@ -16,26 +20,33 @@
 //! # Features
 //! - `tower`: module `tower`, tower layers and services for every primitive, sharing one
 //!   state across clones (off by default).
-//! - `redis`: module `redis`, `RedisLimiter`: one limit for every server
-//!   instance through Redis, falling back to a local share of the rate when Redis is
-//!   unreachable (off by default).
+//! - `redis`: `RedisLimiter`, one limit for every server instance through Redis, falling
+//!   back to a local share of the rate when Redis is unreachable (off by default).
+//! - `serde`: `Deserialize`/`Serialize` for [`BreakerConfig`] and [`Algorithm`], as
+//!   configuration sections with humantime durations (off by default).
 //!
 //! # Layout
-//! - [`clock`]: [`Clock`], [`SystemClock`] (monotonic, TSC when usable), [`ManualClock`].
-//! - [`limiter`]: the [`RateLimiter`] trait, [`RateLimited`], [`Quota`].
-//! - [`token_bucket`]: [`TokenBucket`], GCRA in one atomic.
-//! - [`window`]: [`FixedWindow`] and [`SlidingWindow`] counters.
-//! - [`keyed`]: [`KeyedLimiter`], per-key token buckets under a hard memory cap.
-//! - [`chain`]: [`check_chain`], multi-level limits that spend nothing on rejection.
-//! - [`breaker`]: [`CircuitBreaker`] (closed / open / half-open).
-//! - [`queue`]: [`RequestQueue`], bounded FIFO waiting for a concurrency slot (tokio).
-//! - [`degrade`]: [`Degradation`], a load switch with hysteresis and override.
-//! - [`cpu`]: [`CpuLoad`], container-aware CPU utilisation.
-//! - [`error`]: [`Error`] for invalid configuration.
-//! - `tower` (feature `tower`): `RateLimitLayer`, `KeyedRateLimitLayer`, `BreakerLayer`,
-//!   `QueueLayer`, `DegradeLayer` and their rejection errors, one module each.
-//! - `redis` (feature `redis`): `RedisLimiter`, its config and `RedisLimitError`; the
-//!   scripts are `lua/gcra.lua` and `lua/heartbeat.lua`.
+//! One public path per type: everything is re-exported here, except the tower middleware,
+//! which lives in `seckill_flowcontrol::tower`. The source files:
+//! - `clock`: [`Clock`], [`SystemClock`] (monotonic, TSC when usable), [`ManualClock`].
+//! - `limiter`: the [`RateLimiter`] trait, [`RateLimited`], [`Quota`].
+//! - `token_bucket`: [`TokenBucket`], GCRA in one atomic.
+//! - `window/`: [`FixedWindow`] and [`SlidingWindow`] counters over one shared atomic cell.
+//! - `algorithm`: [`Algorithm`] and [`Limiter`], any of the three over one [`Quota`],
+//!   switchable at run time.
+//! - `keyed`: [`KeyedLimiter`], per-key token buckets under a hard memory cap.
+//! - `chain`: [`check_chain`], multi-level limits that spend nothing on rejection.
+//! - `breaker`: [`CircuitBreaker`] (closed / open / half-open), [`BreakerConfig`].
+//! - `queue`: [`RequestQueue`], bounded FIFO waiting for a concurrency slot (tokio).
+//! - `degrade`: [`Degradation`], a load switch with hysteresis and override.
+//! - `cpu`: [`CpuLoad`], container-aware CPU utilisation.
+//! - `error`: [`ConfigError`] for invalid configuration.
+//! - `tower/` (feature `tower`, public module `tower`): `RateLimitLayer`,
+//!   `KeyedRateLimitLayer`, `BreakerLayer`, `QueueLayer`, `DegradeLayer`, one file each; they
+//!   reject with the primitives' own values ([`RateLimited`], [`BreakerOpen`],
+//!   [`QueueRejected`], [`Degraded`]).
+//! - `redis` (feature `redis`): `RedisLimiter`, `RedisLimiterConfig` and `RedisLimitError`;
+//!   the scripts are `lua/gcra.lua` and `lua/heartbeat.lua`.
 //!
 //! # Example
 //! ```
@@ -57,22 +68,24 @@
 //! assert!(bucket.try_acquire(1).is_ok());
 //! ```
 
-pub mod breaker;
-pub mod chain;
-pub mod clock;
-pub mod cpu;
-pub mod degrade;
-pub mod error;
-pub mod keyed;
-pub mod limiter;
-pub mod queue;
+mod algorithm;
+mod breaker;
+mod chain;
+mod clock;
+mod cpu;
+mod degrade;
+mod error;
+mod keyed;
+mod limiter;
+mod queue;
 #[cfg(feature = "redis")]
-pub mod redis;
-pub mod token_bucket;
+mod redis;
+mod token_bucket;
 #[cfg(feature = "tower")]
 pub mod tower;
-pub mod window;
+mod window;
 
+pub use algorithm::{Algorithm, Limiter};
 pub use breaker::{
     BreakerConfig, BreakerOpen, BreakerState, CallOutcome, CallPermit, CircuitBreaker,
     OwnedCallPermit,
@@ -80,8 +93,8 @@ pub use breaker::{
 pub use chain::{ChainLevel, ChainRejected, KeyedLevel, check_chain};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use cpu::{CpuLoad, CpuSource};
-pub use degrade::Degradation;
-pub use error::Error;
+pub use degrade::{Degradation, Degraded};
+pub use error::ConfigError;
 pub use keyed::KeyedLimiter;
 pub use limiter::{Quota, RateLimited, RateLimiter};
 pub use queue::{QueuePermit, QueueRejected, RequestQueue};

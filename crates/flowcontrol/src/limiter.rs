@@ -2,11 +2,13 @@
 //! [`Quota`] type and the GCRA arithmetic shared by the token-bucket
 //! limiters.
 
+use std::fmt;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// A rejection from a rate limiter.
+/// A rejection from a rate limiter. Every limiter of the crate rejects with this one type,
+/// and so do the tower layers `RateLimitLayer` and `KeyedRateLimitLayer` (feature `tower`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RateLimited {
     /// The earliest time from now after which a retry of the same `n` can
@@ -32,6 +34,14 @@ pub trait RateLimiter: Send + Sync {
     /// `n == 0` always succeeds and changes nothing.
     fn try_acquire(&self, n: u32) -> Result<(), RateLimited>;
 }
+
+impl fmt::Display for RateLimited {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("rate limit exceeded")
+    }
+}
+
+impl std::error::Error for RateLimited {}
 
 impl<L: RateLimiter + ?Sized> RateLimiter for &L {
     #[inline]

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// Why [`RequestQueue`] refused a request.
+/// Why [`RequestQueue`] refused a request (also the error of the tower `QueueLayer`, feature
+/// `tower`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum QueueRejected {

@@ -1,30 +1,5 @@
-//! [`RedisLimiter`]: one GCRA limit shared by every server instance through Redis, with a
-//! local fallback at the instance's share of the rate while Redis is unreachable (feature
+//! [`RedisLimiter`]: one GCRA limit shared by every server instance through Redis (feature
 //! `redis`).
-//!
-//! # Design
-//! - **Decision in Redis.** Each request runs `lua/gcra.lua` by `EVALSHA` (reloaded on
-//!   `NOSCRIPT`): the bucket is one string key holding the theoretical arrival time in
-//!   microseconds of Redis's own clock (`TIME`), so instances with skewed clocks agree and the
-//!   precision is sub-millisecond. Keys are `{prefix:key}`: hash-tagged, so each bucket lives
-//!   in one Redis Cluster slot. A rejection writes nothing; an idle bucket's key expires.
-//! - **Heartbeats.** Every instance runs `lua/heartbeat.lua` every `heartbeat_interval`: it
-//!   puts `(instance id, Redis TIME in ms)` into the sorted set `{prefix}:instances`, removes
-//!   members older than `heartbeat_ttl`, and returns the count of live instances. One key, one
-//!   round trip, no `SCAN`, and dead instances drop out by themselves. The limiter remembers
-//!   the last count it saw.
-//! - **Fallback.** When Redis cannot be reached (no connected client, a command error or a
-//!   timeout), the decision is taken locally by a [`KeyedLimiter`] at `rate / live` permits
-//!   per second (rounded down, at least 1) and `burst / live` burst (rounded up), where `live`
-//!   is the count last seen while Redis was up. N instances in fallback together admit at most
-//!   the global rate plus their bursts — not N times the rate. Before any heartbeat has
-//!   answered, `live` is [`RedisLimiterConfig::assumed_instances`]. The count does not change
-//!   during an outage (no heartbeat can answer), so the fallback buckets keep their state.
-//! - **Observability.** Through the `metrics` facade, labelled `limiter = <prefix>`: the gauge
-//!   `seckill_ratelimit_fallback` (1 while decisions are local, 0 once Redis answers again),
-//!   the counter `seckill_ratelimit_fallback_decisions_total` (label `outcome` = `admitted` or
-//!   `rejected`) and the gauge `seckill_ratelimit_instances` (the live count last seen).
-//!   Handles are registered when the limiter is built.
 
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
@@ -34,14 +9,14 @@ use std::sync::{Arc, LazyLock, OnceLock, Weak};
 use std::time::Duration;
 
 use fred::clients::{Client, Pool};
-use fred::interfaces::{ClientLike, KeysInterface, LuaInterface};
-use fred::types::config::{Config, Options, ReconnectPolicy, Server, ServerConfig};
+use fred::interfaces::{ClientLike, LuaInterface};
+use fred::types::config::{Options, ReconnectPolicy};
 use fred::types::scripts::Script;
 use fred::types::{FromValue, Key, Value};
 use parking_lot::RwLock;
 
 use crate::clock::{Clock, SystemClock};
-use crate::error::Error;
+use crate::error::ConfigError;
 use crate::keyed::KeyedLimiter;
 use crate::limiter::{Quota, RateLimited};
 
@@ -56,7 +31,7 @@ static HEARTBEAT: LazyLock<Script> =
 pub enum RedisLimitError {
     /// The configuration is invalid.
     #[error("invalid redis limiter configuration")]
-    Config(#[from] Error),
+    Config(#[from] ConfigError),
     /// The first connection did not succeed within `connect_timeout`.
     #[error("redis at {addr} did not answer within {timeout:?}")]
     Unreachable {
@@ -126,6 +101,19 @@ pub struct RedisLimiterConfig {
 }
 
 impl RedisLimiterConfig {
+    /// The connection settings, as the shared Redis plumbing takes them.
+    fn connection(&self) -> seckill_redis_support::Connection<'_> {
+        seckill_redis_support::Connection {
+            host: &self.host,
+            port: self.port,
+            password: self.password.as_deref(),
+            db: self.db,
+            pool_size: self.pool_size,
+            connect_timeout: self.connect_timeout,
+            command_timeout: self.command_timeout,
+        }
+    }
+
     /// `quota` under `prefix`, on Redis at 127.0.0.1:6379, with the defaults above.
     pub fn new(prefix: impl Into<String>, quota: Quota) -> Self {
         Self {
@@ -152,21 +140,21 @@ impl RedisLimiterConfig {
     ///
     /// # Errors
     /// The first invalid field.
-    pub fn validate(&self) -> Result<(), Error> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if self.prefix.is_empty() {
-            return Err(Error::Invalid {
+            return Err(ConfigError::Invalid {
                 name: "prefix",
                 reason: "must not be empty",
             });
         }
         if self.host.is_empty() {
-            return Err(Error::Invalid {
+            return Err(ConfigError::Invalid {
                 name: "host",
                 reason: "must not be empty",
             });
         }
         if self.pool_size == 0 {
-            return Err(Error::ZeroCount { name: "pool_size" });
+            return Err(ConfigError::ZeroCount { name: "pool_size" });
         }
         for (name, d) in [
             ("connect_timeout", self.connect_timeout),
@@ -174,11 +162,11 @@ impl RedisLimiterConfig {
             ("heartbeat_interval", self.heartbeat_interval),
         ] {
             if d.is_zero() {
-                return Err(Error::ZeroDuration { name });
+                return Err(ConfigError::ZeroDuration { name });
             }
         }
         if self.heartbeat_ttl <= self.heartbeat_interval {
-            return Err(Error::Invalid {
+            return Err(ConfigError::Invalid {
                 name: "heartbeat_ttl",
                 reason: "must be longer than heartbeat_interval",
             });
@@ -187,10 +175,35 @@ impl RedisLimiterConfig {
     }
 }
 
-/// A rate limit enforced across every server instance through Redis; see the
-/// [module docs](self) for the design. Cheap to clone (clones share everything).
+/// A rate limit enforced across every server instance through Redis, with a local fallback
+/// at the instance's share of the rate while Redis is unreachable. Cheap to clone (clones
+/// share everything).
 ///
 /// Must be created inside a tokio runtime: the connections and the heartbeat run as tasks.
+///
+/// # Design
+/// - **Decision in Redis.** Each request runs `lua/gcra.lua` by `EVALSHA` (reloaded on
+///   `NOSCRIPT`): the bucket is one string key holding the theoretical arrival time in
+///   microseconds of Redis's own clock (`TIME`), so instances with skewed clocks agree and the
+///   precision is sub-millisecond. Keys are `{prefix:key}`: hash-tagged, so each bucket lives
+///   in one Redis Cluster slot. A rejection writes nothing; an idle bucket's key expires.
+/// - **Heartbeats.** Every instance runs `lua/heartbeat.lua` every `heartbeat_interval`: it
+///   puts `(instance id, Redis TIME in ms)` into the sorted set `{prefix}:instances`, removes
+///   members older than `heartbeat_ttl`, and returns the count of live instances. One key, one
+///   round trip, no `SCAN`, and dead instances drop out by themselves. The limiter remembers
+///   the last count it saw.
+/// - **Fallback.** When Redis cannot be reached (no connected client, a command error or a
+///   timeout), the decision is taken locally by a [`KeyedLimiter`] at `rate / live` permits
+///   per second (rounded down, at least 1) and `burst / live` burst (rounded up), where `live`
+///   is the count last seen while Redis was up. N instances in fallback together admit at most
+///   the global rate plus their bursts — not N times the rate. Before any heartbeat has
+///   answered, `live` is [`RedisLimiterConfig::assumed_instances`]. The count does not change
+///   during an outage (no heartbeat can answer), so the fallback buckets keep their state.
+/// - **Observability.** Through the `metrics` facade, labelled `limiter = <prefix>`: the gauge
+///   `seckill_ratelimit_fallback` (1 while decisions are local, 0 once Redis answers again),
+///   the counter `seckill_ratelimit_fallback_decisions_total` (label `outcome` = `admitted` or
+///   `rejected`) and the gauge `seckill_ratelimit_instances` (the live count last seen).
+///   Handles are registered when the limiter is built.
 ///
 /// # Example
 /// ```no_run
@@ -317,13 +330,17 @@ impl<C: Clock + Clone> RedisLimiter<C> {
         config: RedisLimiterConfig,
         clock: C,
     ) -> Result<Self, RedisLimitError> {
-        let timeout = config.connect_timeout;
-        let addr = format!("{}:{}", config.host, config.port);
         let limiter = Self::build(config, clock)?;
-        let connected = tokio::time::timeout(timeout, limiter.inner.pool.wait_for_connect()).await;
-        if !matches!(connected, Ok(Ok(()))) {
+        let connection = limiter.inner.config.connection();
+        if seckill_redis_support::wait_connected(&limiter.inner.pool, &connection)
+            .await
+            .is_err()
+        {
             limiter.shutdown().await;
-            return Err(RedisLimitError::Unreachable { addr, timeout });
+            return Err(RedisLimitError::Unreachable {
+                addr: connection.addr(),
+                timeout: connection.connect_timeout,
+            });
         }
         for client in limiter.inner.pool.clients() {
             if let Err(e) = GCRA.load(client).await {
@@ -352,29 +369,14 @@ impl<C: Clock + Clone> RedisLimiter<C> {
 
     fn build(config: RedisLimiterConfig, clock: C) -> Result<Self, RedisLimitError> {
         config.validate()?;
-        let fred_config = Config {
-            // Keep reconnecting in the background even if the first attempt fails.
-            fail_fast: false,
-            server: ServerConfig::Centralized {
-                server: Server::new(config.host.clone(), config.port),
-            },
-            password: config.password.clone(),
-            database: Some(config.db),
-            ..Config::default()
-        };
-        let mut builder = fred::types::Builder::from_config(fred_config);
-        builder
+        let options = seckill_redis_support::PoolOptions {
             // Forever, 100 ms doubling up to 1 s: a limiter wants Redis back quickly.
-            .set_policy(ReconnectPolicy::new_exponential(0, 100, 1_000, 2))
-            .with_connection_config(|c| {
-                c.connection_timeout = config.connect_timeout;
-                c.internal_command_timeout = config.command_timeout;
-            })
-            .with_performance_config(|p| {
-                p.default_command_timeout = config.command_timeout;
-            });
-        let pool = builder.build_pool(config.pool_size).map_err(backend)?;
-        pool.connect();
+            reconnect: ReconnectPolicy::new_exponential(0, 100, 1_000, 2),
+            // Keep reconnecting in the background even if the first attempt fails.
+            retry_first_connection: true,
+        };
+        let pool =
+            seckill_redis_support::start_pool(&config.connection(), &options).map_err(backend)?;
         let quota = config.quota;
         let live = config.assumed_instances.get();
         let fallback =
@@ -427,7 +429,7 @@ impl<C: Clock + Clone> RedisLimiter<C> {
     }
 
     /// Takes `n` permits from `key`'s bucket: in Redis when it answers, otherwise from the
-    /// local fallback (see the [module docs](self)). `n == 0` always succeeds; `n > burst`
+    /// local fallback (see [`RedisLimiter`]). `n == 0` always succeeds; `n > burst`
     /// never does ([`RateLimited::NEVER`]), nor, in fallback, `n` above the fallback's share
     /// of the burst. Never waits longer than `command_timeout` for Redis.
     pub async fn try_acquire(&self, key: &str, n: u32) -> Result<(), RateLimited> {
@@ -603,31 +605,10 @@ impl<C: Clock + Clone> RedisLimiter<C> {
     /// The backend's.
     pub async fn purge(&self) -> Result<u64, RedisLimitError> {
         let client = self.inner.pool.next_connected();
-        let pattern = format!("{{{}[:}}]*", glob_escape(&self.inner.config.prefix));
-        let mut cursor = "0".to_owned();
-        let mut removed = 0u64;
-        loop {
-            let (next, keys): (String, Vec<String>) = client
-                .custom(
-                    fred::cmd!("SCAN"),
-                    vec![
-                        cursor.clone(),
-                        "MATCH".into(),
-                        pattern.clone(),
-                        "COUNT".into(),
-                        "500".into(),
-                    ],
-                )
-                .await
-                .map_err(backend)?;
-            if !keys.is_empty() {
-                removed += client.del::<u64, _>(keys).await.map_err(backend)?;
-            }
-            if next == "0" {
-                return Ok(removed);
-            }
-            cursor = next;
-        }
+        let literal = format!("{{{}", self.inner.config.prefix);
+        seckill_redis_support::purge(client, &literal, "[:}]*")
+            .await
+            .map_err(backend)
     }
 
     /// Stops the heartbeat, removes this instance from the heartbeat set (if Redis answers)
@@ -650,12 +631,7 @@ impl<C: Clock + Clone> Drop for Inner<C> {
             task.abort();
         }
         // Stop the reconnecting connection tasks too.
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let pool = self.pool.clone();
-            rt.spawn(async move {
-                let _ = pool.quit().await;
-            });
-        }
+        seckill_redis_support::close_in_background(self.pool.clone());
     }
 }
 
@@ -669,18 +645,6 @@ impl<C: Clock + Clone> fmt::Debug for RedisLimiter<C> {
             .field("fallback", &self.is_fallback())
             .finish_non_exhaustive()
     }
-}
-
-/// Escapes Redis glob metacharacters.
-fn glob_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }
 
 #[cfg(test)]
@@ -714,10 +678,5 @@ mod tests {
         let mut c = RedisLimiterConfig::new("p", q);
         c.command_timeout = Duration::ZERO;
         assert!(c.validate().is_err());
-    }
-
-    #[test]
-    fn glob_escaping() {
-        assert_eq!(glob_escape("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
     }
 }

@@ -96,17 +96,42 @@ impl<C: Clock> TokenBucket<C> {
     /// refills at the new rate up to the new burst. Requests racing with
     /// the change spin for the few nanoseconds it takes.
     pub fn set_quota(&self, quota: Quota) {
+        let _ = self.replace(quota, None);
+    }
+
+    /// Switches to `quota` with `carry` permits available (or, with `None`, the permits
+    /// available now, converted to the new rate), capped at the new burst. Returns the whole
+    /// permits that were available just before.
+    pub(crate) fn replace(&self, quota: Quota, carry: Option<u32>) -> u32 {
         let new = Gcra::from_quota(quota);
         let tat = lock(&self.state.tat);
         let now = now_nanos(&self.clock).min(MAX_TAT);
         let old = Gcra::unpack(self.state.params.load(Ordering::Relaxed));
-        let available = now.saturating_add(old.tau()).saturating_sub(tat.max(now));
-        let converted = u128::from(available) * u128::from(new.interval) / u128::from(old.interval);
-        let available = u64::try_from(converted).unwrap_or(u64::MAX).min(new.tau());
+        let before = now.saturating_add(old.tau()).saturating_sub(tat.max(now));
+        let available = match carry {
+            Some(permits) => u64::from(permits).saturating_mul(new.interval),
+            None => {
+                let converted =
+                    u128::from(before) * u128::from(new.interval) / u128::from(old.interval);
+                u64::try_from(converted).unwrap_or(u64::MAX)
+            }
+        };
+        let available = available.min(new.tau());
         let new_tat = (now.saturating_add(new.tau()) - available).min(MAX_TAT);
         self.state.params.store(new.pack(), Ordering::Relaxed);
         self.quota.store(pack_quota(quota), Ordering::Relaxed);
         self.state.tat.store(new_tat, Ordering::Release);
+        u32::try_from(before / old.interval).unwrap_or(u32::MAX)
+    }
+
+    /// Whole permits available right now.
+    #[cfg(test)]
+    pub(crate) fn available(&self) -> u32 {
+        let now = now_nanos(&self.clock);
+        let tat = load_unlocked(&self.state.tat);
+        let g = Gcra::unpack(self.state.params.load(Ordering::Acquire));
+        let ns = now.saturating_add(g.tau()).saturating_sub(tat.max(now));
+        u32::try_from(ns / g.interval).unwrap_or(u32::MAX)
     }
 
     /// Checks whether `n` permits are available without taking them.
@@ -224,7 +249,9 @@ fn lock(word: &AtomicU64) -> u64 {
     }
 }
 
-fn backoff(spins: &mut u32) {
+/// One step of a short spin, then yields: waiting for a lever that holds a lock for
+/// nanoseconds.
+pub(crate) fn backoff(spins: &mut u32) {
     *spins += 1;
     if *spins < 64 {
         std::hint::spin_loop();
@@ -344,6 +371,21 @@ mod tests {
             .collect();
         let total: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
         assert_eq!(total, 1000);
+    }
+
+    #[test]
+    fn available_and_carried_permits() {
+        let (b, clock) = bucket(10, 5);
+        assert_eq!(b.available(), 5);
+        b.try_acquire(4).unwrap();
+        assert_eq!(b.available(), 1);
+        clock.advance(Duration::from_millis(150));
+        assert_eq!(b.available(), 2, "whole permits only");
+        let q = Quota::per_second(nz(100)).with_burst(nz(50));
+        assert_eq!(b.replace(q, Some(3)), 2, "returns what was available");
+        assert_eq!(b.available(), 3);
+        b.replace(Quota::per_second(nz(100)).with_burst(nz(2)), Some(3));
+        assert_eq!(b.available(), 2, "capped at the burst");
     }
 
     #[test]

@@ -10,17 +10,17 @@ use axum::error_handling::HandleErrorLayer;
 use axum::http::{HeaderValue, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use seckill_flowcontrol::tower::{BoxError, RateLimitExceeded, RateLimitLayer, retry_after_secs};
-use seckill_flowcontrol::{ManualClock, Quota, TokenBucket};
+use seckill_flowcontrol::tower::{BoxError, RateLimitLayer, retry_after_secs};
+use seckill_flowcontrol::{ManualClock, Quota, RateLimited, TokenBucket};
 use tower::{ServiceBuilder, ServiceExt};
 
 async fn rejected(err: BoxError) -> Response {
-    match err.downcast_ref::<RateLimitExceeded>() {
+    match err.downcast_ref::<RateLimited>() {
         Some(limited) => {
             let mut resp = StatusCode::TOO_MANY_REQUESTS.into_response();
             resp.headers_mut().insert(
                 header::RETRY_AFTER,
-                HeaderValue::from(retry_after_secs(limited.retry_after())),
+                HeaderValue::from(retry_after_secs(limited.retry_after)),
             );
             resp
         }

@@ -8,8 +8,8 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use proptest::prelude::*;
 use seckill_flowcontrol::{
-    BreakerConfig, BreakerState, CallOutcome, CircuitBreaker, FixedWindow, ManualClock, Quota,
-    RateLimited, RateLimiter, SlidingWindow, TokenBucket,
+    Algorithm, BreakerConfig, BreakerState, CallOutcome, CircuitBreaker, FixedWindow, Limiter,
+    ManualClock, Quota, RateLimited, RateLimiter, SlidingWindow, TokenBucket,
 };
 
 fn nz(v: u32) -> NonZeroU32 {
@@ -167,6 +167,34 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// The lever never hands out a fresh burst: on a clock that does not move, whatever
+    /// algorithms and quotas are set in between, no more than the first burst is admitted.
+    #[test]
+    fn limiter_levers_never_add_permits(
+        first in 0usize..3,
+        burst in 1u32..50,
+        ops in prop::collection::vec((0usize..3, 1u32..1000, 1u32..100, 1u32..8), 1..100),
+    ) {
+        let quota = |rate, burst| Quota::per_second(nz(rate)).with_burst(nz(burst));
+        let clock = ManualClock::new();
+        let l = Limiter::with_clock(Algorithm::ALL[first], quota(10, burst), clock);
+        let mut admitted = 0u32;
+        for (algorithm, rate, new_burst, n) in ops {
+            if l.try_acquire(n).is_ok() {
+                admitted += n;
+            }
+            l.set(Algorithm::ALL[algorithm], quota(rate, new_burst));
+        }
+        while l.try_acquire(1).is_ok() {
+            admitted += 1;
+        }
+        prop_assert!(admitted <= burst, "{admitted} admitted, burst {burst}");
+    }
+}
+
 #[derive(Clone, Debug)]
 enum Op {
     Acquire,
@@ -198,7 +226,7 @@ proptest! {
     fn breaker_guarantees(
         failure_threshold in 0u32..4,
         ratio in prop::option::of(0.1f64..=1.0),
-        timeout_ms in 0u64..60,
+        timeout_ms in 1u64..60,
         probes_cap in 1u32..4,
         success_threshold in 1u32..4,
         ops in prop::collection::vec(op(), 1..400),

@@ -9,12 +9,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use seckill_flowcontrol::tower::{
-    BoxError, BreakerLayer, CircuitOpen, DegradeLayer, Degraded, KeyRateLimitExceeded,
-    KeyedRateLimitLayer, QueueLayer, QueueOverloaded, RateLimitExceeded, RateLimitLayer,
+    BoxError, BreakerLayer, DegradeLayer, KeyedRateLimitLayer, QueueLayer, RateLimitLayer,
 };
 use seckill_flowcontrol::{
-    BreakerConfig, BreakerState, CallOutcome, CircuitBreaker, Degradation, KeyedLimiter,
-    ManualClock, QueueRejected, Quota, RateLimiter, RequestQueue, SlidingWindow, TokenBucket,
+    BreakerConfig, BreakerOpen, BreakerState, CallOutcome, CircuitBreaker, Degradation, Degraded,
+    KeyedLimiter, ManualClock, QueueRejected, Quota, RateLimited, RateLimiter, RequestQueue,
+    SlidingWindow, TokenBucket,
 };
 use tokio::sync::Semaphore;
 use tower::{Layer, Service, ServiceExt, service_fn};
@@ -44,7 +44,7 @@ async fn rate_limit_is_shared_by_every_clone() {
                 assert_eq!(v, i);
                 admitted += 1;
             }
-            Err(e) => retry = e.downcast_ref::<RateLimitExceeded>().unwrap().retry_after(),
+            Err(e) => retry = e.downcast_ref::<RateLimited>().unwrap().retry_after,
         }
     }
     assert_eq!(admitted, 5);
@@ -89,8 +89,8 @@ async fn keyed_limit_uses_the_extracted_key() {
     assert!(svc.clone().oneshot(10).await.is_ok());
     assert!(svc.clone().oneshot(12).await.is_ok());
     let e = svc.clone().oneshot(14).await.unwrap_err();
-    let e = e.downcast_ref::<KeyRateLimitExceeded>().unwrap();
-    assert_eq!(e.retry_after(), Duration::from_secs(1));
+    let e = e.downcast_ref::<RateLimited>().unwrap();
+    assert_eq!(e.retry_after, Duration::from_secs(1));
     assert!(svc.clone().oneshot(20).await.is_ok(), "another key");
     for _ in 0..10 {
         assert!(svc.clone().oneshot(11).await.is_ok(), "unkeyed passes");
@@ -156,8 +156,8 @@ async fn breaker_counts_only_what_the_classifier_calls_failures() {
     assert_eq!(breaker.state(), BreakerState::Open);
     assert_eq!(calls.load(Ordering::SeqCst), 13);
     let e = svc.clone().oneshot(1).await.unwrap_err();
-    let open = e.downcast_ref::<CircuitOpen>().expect("circuit open");
-    assert_eq!(open.retry_after(), Duration::from_secs(10));
+    let open = e.downcast_ref::<BreakerOpen>().expect("circuit open");
+    assert_eq!(open.retry_after, Duration::from_secs(10));
     assert_eq!(calls.load(Ordering::SeqCst), 13, "open: inner not called");
     // Half-open after the timeout; a successful probe closes it.
     failing.store(false, Ordering::SeqCst);
@@ -232,13 +232,15 @@ async fn queue_layer_waits_in_line_then_refuses() {
     }
     // Line full: refused at once.
     let e = svc.clone().oneshot(3).await.unwrap_err();
-    let e = e.downcast_ref::<QueueOverloaded>().unwrap();
-    assert_eq!(e.reason(), QueueRejected::Full);
-    assert!(!e.is_timeout());
+    let e = e.downcast_ref::<QueueRejected>().unwrap();
+    assert_eq!(*e, QueueRejected::Full);
     // The waiter times out while the holder keeps the slot.
     tokio::time::advance(Duration::from_millis(101)).await;
     let e = waiter.await.unwrap().unwrap_err();
-    assert!(e.downcast_ref::<QueueOverloaded>().unwrap().is_timeout());
+    assert_eq!(
+        e.downcast_ref::<QueueRejected>(),
+        Some(&QueueRejected::Timeout)
+    );
     assert_eq!(queue.waiting(), 0);
     gate.add_permits(1);
     assert_eq!(holder.await.unwrap().unwrap(), 1);
@@ -272,6 +274,7 @@ async fn degrade_layer_follows_the_load_and_the_operator() {
     load.store(80, Ordering::SeqCst);
     let e = svc.clone().oneshot(1).await.unwrap_err();
     assert!(e.downcast_ref::<Degraded>().is_some());
+    assert_eq!(e.to_string(), "service degraded");
     load.store(70, Ordering::SeqCst);
     assert!(svc.clone().oneshot(1).await.is_err(), "hysteresis");
     load.store(50, Ordering::SeqCst);

@@ -6,46 +6,14 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
 use super::BoxError;
-use crate::breaker::{CallOutcome, CircuitBreaker, OwnedCallPermit};
+use crate::breaker::{BreakerOpen, CallOutcome, CircuitBreaker, OwnedCallPermit};
 use crate::clock::{Clock, SystemClock};
-
-/// The rejection of [`Breaker`]: the circuit is open (or half-open with every probe taken), so
-/// the inner service was not called.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct CircuitOpen {
-    retry_after: Duration,
-}
-
-impl CircuitOpen {
-    /// While open, the time left until the breaker lets a probe through; zero while half-open
-    /// with every probe slot taken (apply a minimum of your own).
-    pub fn retry_after(&self) -> Duration {
-        self.retry_after
-    }
-}
-
-impl fmt::Debug for CircuitOpen {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CircuitOpen")
-            .field("retry_after", &self.retry_after)
-            .finish()
-    }
-}
-
-impl fmt::Display for CircuitOpen {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("circuit breaker is open")
-    }
-}
-
-impl std::error::Error for CircuitOpen {}
 
 /// Decides what a call's result means to the breaker.
 ///
@@ -85,7 +53,7 @@ impl<T, E> Classify<T, E> for ErrorIsFailure {
 }
 
 /// Guards a service with one shared [`CircuitBreaker`]: while it is open, requests are refused
-/// with [`CircuitOpen`] without reaching the service; otherwise the result of each call is
+/// with the breaker's [`BreakerOpen`] without reaching the service; otherwise the result of each call is
 /// classified and recorded. A response future dropped before completing records nothing
 /// ([`CallOutcome::Ignored`]).
 pub struct BreakerLayer<C: Clock = SystemClock, F = ErrorIsFailure> {
@@ -204,7 +172,7 @@ pin_project! {
             classify: Arc<F>,
         },
         Rejected {
-            error: Option<CircuitOpen>,
+            error: Option<BreakerOpen>,
         },
     }
 }
@@ -267,11 +235,7 @@ where
                 permit: Some(permit),
                 classify: Arc::clone(&self.classify),
             },
-            Err(open) => State::Rejected {
-                error: Some(CircuitOpen {
-                    retry_after: open.retry_after,
-                }),
-            },
+            Err(open) => State::Rejected { error: Some(open) },
         };
         BreakerFuture { state }
     }

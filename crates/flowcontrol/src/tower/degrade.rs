@@ -8,27 +8,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::{BoxError, ResponseFuture};
-use crate::degrade::Degradation;
-
-/// The rejection of [`Degrade`]: the service is shedding load.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct Degraded {
-    _private: (),
-}
-
-impl fmt::Debug for Degraded {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Degraded")
-    }
-}
-
-impl fmt::Display for Degraded {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("service degraded")
-    }
-}
-
-impl std::error::Error for Degraded {}
+use crate::degrade::{Degradation, Degraded};
 
 type Load = dyn Fn() -> f64 + Send + Sync;
 
@@ -152,7 +132,7 @@ where
             None => d.is_degraded(),
         };
         if degraded {
-            ResponseFuture::rejected(Degraded { _private: () })
+            ResponseFuture::rejected(Degraded)
         } else {
             ResponseFuture::called(self.inner.call(req))
         }

@@ -5,7 +5,6 @@ use std::fmt;
 use std::hash::Hash;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use tower_layer::Layer;
 use tower_service::Service;
@@ -14,39 +13,9 @@ use super::{BoxError, ResponseFuture};
 use crate::clock::Clock;
 use crate::keyed::KeyedLimiter;
 
-/// The rejection of [`KeyedRateLimit`]: the request's key had no permit left.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct KeyRateLimitExceeded {
-    retry_after: Duration,
-}
-
-impl KeyRateLimitExceeded {
-    /// The earliest time from now at which a retry with the same key can succeed
-    /// ([`Duration::MAX`]: never).
-    pub fn retry_after(&self) -> Duration {
-        self.retry_after
-    }
-}
-
-impl fmt::Debug for KeyRateLimitExceeded {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeyRateLimitExceeded")
-            .field("retry_after", &self.retry_after)
-            .finish()
-    }
-}
-
-impl fmt::Display for KeyRateLimitExceeded {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("rate limit exceeded for this key")
-    }
-}
-
-impl std::error::Error for KeyRateLimitExceeded {}
-
 /// Applies one shared [`KeyedLimiter`] to every request, under the key `extract(&request)`
 /// returns. Each request takes one permit of its key; a request whose key has none left is
-/// answered with [`KeyRateLimitExceeded`]. A request for which `extract` returns `None` is
+/// answered with [`RateLimited`](crate::RateLimited) (its `retry_after` is the key's). A request for which `extract` returns `None` is
 /// not limited by this layer (put a rule for unkeyed requests elsewhere, or make the
 /// extractor return a catch-all key).
 pub struct KeyedRateLimitLayer<K, C: Clock, F> {
@@ -155,9 +124,7 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         if let Some(key) = (self.extract)(&req) {
             if let Err(limited) = self.limiter.try_acquire(&key, 1) {
-                return ResponseFuture::rejected(KeyRateLimitExceeded {
-                    retry_after: limited.retry_after,
-                });
+                return ResponseFuture::rejected(limited);
             }
         }
         ResponseFuture::called(self.inner.call(req))

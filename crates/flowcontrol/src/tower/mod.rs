@@ -1,16 +1,17 @@
 //! tower [`Layer`](tower_layer::Layer)s and [`Service`](tower_service::Service)s for the
 //! limiters, the circuit breaker, the request queue and degradation (feature `tower`).
 //!
-//! One module per middleware, each with an `XxxLayer`, the `Xxx<S>` service it builds and a
-//! small opaque rejection error:
+//! One file per middleware (`rate`, `keyed`, `breaker`, `queue`, `degrade`), each with an
+//! `XxxLayer` and the `Xxx<S>` service it builds. A rejection is the core primitive's own
+//! rejection value, the same type the primitive returns when called directly:
 //!
-//! | module | layer | rejection | `retry_after` | suggested HTTP answer |
-//! | --- | --- | --- | --- | --- |
-//! | [`rate`] | [`RateLimitLayer`] (any [`RateLimiter`](crate::RateLimiter)) | [`RateLimitExceeded`] | yes | 429 + `Retry-After` |
-//! | [`keyed`] | [`KeyedRateLimitLayer`] ([`KeyedLimiter`](crate::KeyedLimiter) + key extractor) | [`KeyRateLimitExceeded`] | yes | 429 + `Retry-After` |
-//! | [`breaker`] | [`BreakerLayer`] ([`CircuitBreaker`](crate::CircuitBreaker) + classifier) | [`CircuitOpen`] | yes | 503 + `Retry-After` |
-//! | [`queue`] | [`QueueLayer`] ([`RequestQueue`](crate::RequestQueue)) | [`QueueOverloaded`] | no | 503 |
-//! | [`degrade`] | [`DegradeLayer`] ([`Degradation`](crate::Degradation) + load signal) | [`Degraded`] | no | 503 |
+//! | layer | rejection | `retry_after` | suggested HTTP answer |
+//! | --- | --- | --- | --- |
+//! | [`RateLimitLayer`] (any [`RateLimiter`](crate::RateLimiter)) | [`RateLimited`](crate::RateLimited) | yes | 429 + `Retry-After` |
+//! | [`KeyedRateLimitLayer`] ([`KeyedLimiter`](crate::KeyedLimiter) + key extractor) | [`RateLimited`](crate::RateLimited) | yes | 429 + `Retry-After` |
+//! | [`BreakerLayer`] ([`CircuitBreaker`](crate::CircuitBreaker) + classifier) | [`BreakerOpen`](crate::BreakerOpen) | yes | 503 + `Retry-After` |
+//! | [`QueueLayer`] ([`RequestQueue`](crate::RequestQueue)) | [`QueueRejected`](crate::QueueRejected) | no | 503 |
+//! | [`DegradeLayer`] ([`Degradation`](crate::Degradation) + load signal) | [`Degraded`](crate::Degraded) | no | 503 |
 //!
 //! # Shared state
 //! A layer holds its primitive in an `Arc`, and every service it builds — and every clone of
@@ -35,14 +36,14 @@
 //! use axum::http::{HeaderValue, StatusCode, header};
 //! use axum::response::{IntoResponse, Response};
 //! use axum::{Router, routing::get};
-//! use seckill_flowcontrol::tower::{BoxError, RateLimitExceeded, RateLimitLayer, retry_after_secs};
-//! use seckill_flowcontrol::{Quota, TokenBucket};
+//! use seckill_flowcontrol::tower::{BoxError, RateLimitLayer, retry_after_secs};
+//! use seckill_flowcontrol::{Quota, RateLimited, TokenBucket};
 //! use tower::ServiceBuilder;
 //!
 //! async fn rejected(err: BoxError) -> Response {
-//!     if let Some(limited) = err.downcast_ref::<RateLimitExceeded>() {
+//!     if let Some(limited) = err.downcast_ref::<RateLimited>() {
 //!         let mut resp = StatusCode::TOO_MANY_REQUESTS.into_response();
-//!         let secs = retry_after_secs(limited.retry_after());
+//!         let secs = retry_after_secs(limited.retry_after);
 //!         resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
 //!         return resp;
 //!     }
@@ -59,21 +60,21 @@
 //! # let _ = app;
 //! ```
 
-pub mod breaker;
-pub mod degrade;
+mod breaker;
+mod degrade;
 mod future;
-pub mod keyed;
-pub mod queue;
-pub mod rate;
+mod keyed;
+mod queue;
+mod rate;
 
 use std::time::Duration;
 
-pub use breaker::{Breaker, BreakerLayer, CircuitOpen, Classify, ErrorIsFailure};
-pub use degrade::{Degrade, DegradeLayer, Degraded};
+pub use breaker::{Breaker, BreakerFuture, BreakerLayer, Classify, ErrorIsFailure};
+pub use degrade::{Degrade, DegradeLayer};
 pub use future::ResponseFuture;
-pub use keyed::{KeyRateLimitExceeded, KeyedRateLimit, KeyedRateLimitLayer};
-pub use queue::{Queue, QueueLayer, QueueOverloaded};
-pub use rate::{RateLimit, RateLimitExceeded, RateLimitLayer};
+pub use keyed::{KeyedRateLimit, KeyedRateLimitLayer};
+pub use queue::{Queue, QueueFuture, QueueLayer};
+pub use rate::{RateLimit, RateLimitLayer};
 
 /// The error type of every service here: the inner service's error, boxed, or a rejection.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

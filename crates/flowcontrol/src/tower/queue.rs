@@ -12,45 +12,12 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::BoxError;
-use crate::queue::{QueuePermit, QueueRejected, RequestQueue};
-
-/// The rejection of [`Queue`]: the line was full, or the wait in it timed out.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct QueueOverloaded {
-    reason: QueueRejected,
-}
-
-impl QueueOverloaded {
-    /// Why: [`QueueRejected::Full`] or [`QueueRejected::Timeout`].
-    pub fn reason(&self) -> QueueRejected {
-        self.reason
-    }
-
-    /// Whether the request waited the whole `wait_timeout` in line.
-    pub fn is_timeout(&self) -> bool {
-        self.reason == QueueRejected::Timeout
-    }
-}
-
-impl fmt::Debug for QueueOverloaded {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("QueueOverloaded")
-            .field("reason", &self.reason)
-            .finish()
-    }
-}
-
-impl fmt::Display for QueueOverloaded {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.reason, f)
-    }
-}
-
-impl std::error::Error for QueueOverloaded {}
+use crate::queue::{QueuePermit, RequestQueue};
 
 /// Runs requests through one shared [`RequestQueue`]: a request with a free slot goes straight
 /// in; otherwise it waits in line (up to the queue's `wait_timeout`) or, with the line full, is
-/// refused at once with [`QueueOverloaded`]. The slot is held until the response future
+/// refused at once: the error is the queue's [`QueueRejected`](crate::QueueRejected) (`Full`, or `Timeout` after the
+/// wait). The slot is held until the response future
 /// completes or is dropped.
 #[derive(Clone, Debug)]
 pub struct QueueLayer {
@@ -179,10 +146,7 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let queue = Arc::clone(&self.queue);
         let future = Box::pin(async move {
-            let _slot = queue
-                .acquire()
-                .await
-                .map_err(|reason| QueueOverloaded { reason })?;
+            let _slot = queue.acquire().await?;
             std::future::poll_fn(|cx| inner.poll_ready(cx))
                 .await
                 .map_err(Into::into)?;

@@ -1,9 +1,9 @@
-//! [`RateLimitLayer`]: any [`RateLimiter`] in front of a service, shared by every clone.
+//! [`RateLimitLayer`]: any [`RateLimiter`] in front of a service, shared by every clone;
+//! rejects with [`RateLimited`](crate::RateLimited).
 
 use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use tower_layer::Layer;
 use tower_service::Service;
@@ -11,38 +11,8 @@ use tower_service::Service;
 use super::{BoxError, ResponseFuture};
 use crate::limiter::RateLimiter;
 
-/// The rejection of [`RateLimit`]: the limiter had no permit for this request.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct RateLimitExceeded {
-    retry_after: Duration,
-}
-
-impl RateLimitExceeded {
-    /// The limiter's [`RateLimited::retry_after`](crate::RateLimited::retry_after): the
-    /// earliest time from now at which a retry can succeed ([`Duration::MAX`]: never).
-    pub fn retry_after(&self) -> Duration {
-        self.retry_after
-    }
-}
-
-impl fmt::Debug for RateLimitExceeded {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RateLimitExceeded")
-            .field("retry_after", &self.retry_after)
-            .finish()
-    }
-}
-
-impl fmt::Display for RateLimitExceeded {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("rate limit exceeded")
-    }
-}
-
-impl std::error::Error for RateLimitExceeded {}
-
 /// Applies one shared [`RateLimiter`] to every request: each request takes one permit, and a
-/// request without one is answered with [`RateLimitExceeded`] at once (never delayed).
+/// request without one is answered with the limiter's [`RateLimited`](crate::RateLimited) at once (never delayed).
 pub struct RateLimitLayer<L: ?Sized> {
     limiter: Arc<L>,
 }
@@ -142,9 +112,7 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         match self.limiter.try_acquire(1) {
             Ok(()) => ResponseFuture::called(self.inner.call(req)),
-            Err(limited) => ResponseFuture::rejected(RateLimitExceeded {
-                retry_after: limited.retry_after,
-            }),
+            Err(limited) => ResponseFuture::rejected(limited),
         }
     }
 }
