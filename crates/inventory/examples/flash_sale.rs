@@ -90,14 +90,13 @@ async fn main() -> Result<(), InventoryError> {
 
 #[cfg(feature = "redis")]
 async fn redis() -> Result<Arc<dyn Inventory>, InventoryError> {
-    use seckill_inventory::{RedisInventory, RedisInventoryOptions, RedisSettings};
-    let options = RedisInventoryOptions {
+    use seckill_inventory::{RedisConfig, RedisInventory};
+    let config = RedisConfig {
+        host: "127.0.0.1".into(),
         key_prefix: "example".into(),
-        ..RedisInventoryOptions::default()
+        ..RedisConfig::default()
     };
-    Ok(Arc::new(
-        RedisInventory::connect(&RedisSettings::default(), options).await?,
-    ))
+    Ok(Arc::new(RedisInventory::connect(config).await?))
 }
 
 #[cfg(not(feature = "redis"))]

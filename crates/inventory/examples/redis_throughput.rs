@@ -13,8 +13,8 @@ use std::time::Instant;
 
 use chrono::{Duration as Span, Utc};
 use seckill_inventory::{
-    Activity, ActivityStatus, Inventory, PurchaseOutcome, PurchaseRequest, RedisInventory,
-    RedisInventoryOptions, RedisSettings,
+    Activity, ActivityStatus, Inventory, PurchaseOutcome, PurchaseRequest, RedisConfig,
+    RedisInventory,
 };
 
 fn arg(i: usize, default: u64) -> u64 {
@@ -102,15 +102,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let requests = arg(2, 100_000);
     let rounds = arg(3, 3);
     let prefix = format!("bench-{:08x}", rand::random::<u32>());
-    let settings = RedisSettings {
+    let config = RedisConfig {
+        host: "127.0.0.1".into(),
         pool_size: 4,
-        ..RedisSettings::default()
-    };
-    let options = RedisInventoryOptions {
         key_prefix: prefix.clone(),
-        ..RedisInventoryOptions::default()
+        ..RedisConfig::default()
     };
-    let inv = Arc::new(RedisInventory::connect(&settings, options).await?);
+    let inv = Arc::new(RedisInventory::connect(config).await?);
     let now = Utc::now();
     inv.prewarm(
         &Activity {

@@ -14,6 +14,14 @@ pub enum InventoryError {
         /// Why it is invalid.
         reason: String,
     },
+    /// A configuration value is invalid; nothing was connected.
+    #[error("invalid `{key}`: {reason}")]
+    InvalidConfig {
+        /// The offending key, as spelled in the configuration section (`pool_size`…).
+        key: &'static str,
+        /// Why it is invalid.
+        reason: String,
+    },
     /// A string is not an order id.
     #[error("invalid order id {0:?}")]
     InvalidOrderId(String),

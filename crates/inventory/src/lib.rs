@@ -6,12 +6,18 @@
 //! can lose a sale. It knows nothing of HTTP or of message brokers.
 //!
 //! # Layout
-//! - [`store`]: the [`Inventory`] trait and its contract.
-//! - [`memory`]: [`MemoryInventory`], the in-process backend and behaviour reference.
-//! - [`model`]: activities, purchase requests and outcomes, order ids, sale records, stats.
-//! - [`error`]: [`InventoryError`], failures only (business rejections are values).
-//! - `redis` (feature `redis`): `RedisInventory`, one Lua script per operation, over `fred`.
+//! One public path per type: everything is re-exported here. The source files:
+//! - `store`: the [`Inventory`] trait and its contract.
+//! - `memory`: [`MemoryInventory`], the in-process backend and behaviour reference.
+//! - `model`: activities, purchase requests and outcomes, order ids, sale records, stats.
+//! - `error`: [`InventoryError`], failures only (business rejections are values).
+//! - `redis/` (feature `redis`): `RedisInventory`, one Lua script per operation, over `fred`;
+//!   `RedisClient`, the connection pool; `RedisConfig`, the `redis:` configuration section.
 //! - `lock` (feature `redis`): `RedisLock`, a distributed lock with fencing tokens.
+//!
+//! # Features
+//! - `redis`: the Redis backend (`RedisInventory`, `RedisClient`, `RedisConfig`, `RedisLock`).
+//! - `serde`: `Deserialize`/`Serialize` for `RedisConfig` (with `redis`), humantime durations.
 //!
 //! # Example
 //! ```
@@ -47,23 +53,23 @@
 //! # }
 //! ```
 
-pub mod error;
+mod error;
 #[cfg(feature = "redis")]
-pub mod lock;
-pub mod memory;
-pub mod model;
+mod lock;
+mod memory;
+mod model;
 #[cfg(feature = "redis")]
-pub mod redis;
-pub mod store;
+mod redis;
+mod store;
 
 pub use error::InventoryError;
 #[cfg(feature = "redis")]
 pub use lock::{LockGuard, RedisLock};
-pub use memory::MemoryInventory;
+pub use memory::{DEFAULT_RECLAIM_AFTER, MemoryInventory};
 pub use model::{
-    Activity, ActivityStatus, CancelOutcome, InventoryStats, OrderId, OutboxEntry, PrewarmOutcome,
-    PurchaseOutcome, PurchaseRequest, SaleRecord,
+    Activity, ActivityStatus, CancelOutcome, InventoryStats, MAX_NAME_CHARS, MAX_PER_USER_LIMIT,
+    MAX_STOCK, OrderId, OutboxEntry, PrewarmOutcome, PurchaseOutcome, PurchaseRequest, SaleRecord,
 };
 #[cfg(feature = "redis")]
-pub use redis::{RedisClient, RedisInventory, RedisInventoryOptions, RedisSettings};
+pub use redis::{RELAY_GROUP, RedisClient, RedisConfig, RedisInventory};
 pub use store::Inventory;

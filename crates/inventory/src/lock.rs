@@ -1,19 +1,4 @@
 //! [`RedisLock`]: a distributed lock with fencing tokens, on one Redis server.
-//!
-//! # Guarantees and limits
-//! - Mutual exclusion on one Redis server: `SET key token NX PX ttl` admits one holder; release
-//!   and extend are compare-and-act scripts keyed on the holder's random token, so a holder whose
-//!   lock expired can neither release nor extend a lock someone else now holds.
-//! - The lock expires after its time-to-live: a holder that pauses longer than the TTL (GC, swap,
-//!   a stalled network) may still believe it holds the lock. That is why every acquisition also
-//!   returns a **fencing token**, strictly increasing per lock: pass it to the resource you
-//!   protect and have the resource refuse tokens older than the newest it has seen.
-//! - Single Redis instance only. With asynchronous replication, a failover can lose a lock that
-//!   was granted on the old primary and not yet replicated: two holders may then coexist until
-//!   the TTL runs out. The fencing counter is itself a replicated key, so after such a failover
-//!   tokens stay increasing only if the counter's last increments were replicated. Use fencing
-//!   at the resource when correctness matters; use the lock for efficiency (avoiding duplicate
-//!   work), not as the only safety net.
 
 use std::time::Duration;
 
@@ -22,7 +7,22 @@ use fred::types::{Key, Value};
 use crate::InventoryError;
 use crate::redis::{RedisClient, SCRIPTS};
 
-/// A named lock on Redis. See the [module docs](self) for its guarantees.
+/// A named lock on Redis, with a fencing token per acquisition.
+///
+/// # Guarantees and limits
+/// - Mutual exclusion on one Redis server: `SET key token NX PX ttl` admits one holder; release
+///   and extend are compare-and-act scripts keyed on the holder's random token, so a holder whose
+///   lock expired can neither release nor extend a lock someone else now holds.
+/// - The lock expires after its time-to-live: a holder that pauses longer than the TTL (GC, swap,
+///   a stalled network) may still believe it holds the lock. That is why every acquisition also
+///   returns a **fencing token**, strictly increasing per lock: pass it to the resource you
+///   protect and have the resource refuse tokens older than the newest it has seen.
+/// - Single Redis instance only. With asynchronous replication, a failover can lose a lock that
+///   was granted on the old primary and not yet replicated: two holders may then coexist until
+///   the TTL runs out. The fencing counter is itself a replicated key, so after such a failover
+///   tokens stay increasing only if the counter's last increments were replicated. Use fencing
+///   at the resource when correctness matters; use the lock for efficiency (avoiding duplicate
+///   work), not as the only safety net.
 #[derive(Clone, Debug)]
 pub struct RedisLock {
     client: RedisClient,

@@ -431,16 +431,16 @@ async fn redis() -> Backend {
 
 #[cfg(feature = "redis")]
 async fn redis_inventory(reclaim_after: Duration) -> seckill_inventory::RedisInventory {
-    use seckill_inventory::{RedisInventory, RedisInventoryOptions, RedisSettings};
-    let prefix = format!("test-inv-{:016x}", rand::random::<u64>());
-    RedisInventory::connect(
-        &RedisSettings::default(),
-        RedisInventoryOptions {
-            key_prefix: prefix,
-            reclaim_after,
-            ..RedisInventoryOptions::default()
-        },
-    )
+    use seckill_inventory::{RedisConfig, RedisInventory};
+    RedisInventory::connect(RedisConfig {
+        host: "127.0.0.1".into(),
+        pool_size: 4,
+        // The machine is shared and loaded: a generous bound for the first connection.
+        connect_timeout: Duration::from_secs(10),
+        key_prefix: format!("test-inv-{:016x}", rand::random::<u64>()),
+        reclaim_after,
+        ..RedisConfig::default()
+    })
     .await
     .expect("these tests need Redis at 127.0.0.1:6379: run `bash scripts/test.sh`, which starts it")
 }

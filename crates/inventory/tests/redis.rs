@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use chrono::{Duration as Span, Utc};
 use seckill_inventory::{
-    Activity, ActivityStatus, Inventory, PurchaseOutcome, PurchaseRequest, RedisClient,
-    RedisInventory, RedisInventoryOptions, RedisLock, RedisSettings,
+    Activity, ActivityStatus, Inventory, InventoryError, PurchaseOutcome, PurchaseRequest,
+    RedisClient, RedisConfig, RedisInventory, RedisLock,
 };
 
 const NEED_REDIS: &str =
@@ -18,18 +18,30 @@ fn unique(what: &str) -> String {
     format!("test-{what}-{:016x}", rand::random::<u64>())
 }
 
-async fn connect(options: RedisInventoryOptions) -> RedisInventory {
-    RedisInventory::connect(&RedisSettings::default(), options)
+/// The test Redis, a small pool, and a generous bound for the first connection (the machine
+/// is shared and loaded).
+fn config(key_prefix: String) -> RedisConfig {
+    RedisConfig {
+        host: "127.0.0.1".into(),
+        pool_size: 4,
+        connect_timeout: Duration::from_secs(10),
+        key_prefix,
+        ..RedisConfig::default()
+    }
+}
+
+async fn connect(config: RedisConfig) -> RedisInventory {
+    RedisInventory::connect(config).await.expect(NEED_REDIS)
+}
+
+async fn client() -> RedisClient {
+    RedisClient::connect(&config(unique("client")))
         .await
         .expect(NEED_REDIS)
 }
 
 async fn inventory() -> RedisInventory {
-    connect(RedisInventoryOptions {
-        key_prefix: unique("inv"),
-        ..RedisInventoryOptions::default()
-    })
-    .await
+    connect(config(unique("inv"))).await
 }
 
 /// An activity on sale now.
@@ -53,9 +65,7 @@ fn on_sale(product_id: u64, stock: u64) -> Activity {
 async fn script_flush_mid_run_fails_no_request() {
     let inv = Arc::new(inventory().await);
     inv.prewarm(&on_sale(7001, 1_000_000), false).await.unwrap();
-    let admin = RedisClient::connect(&RedisSettings::default())
-        .await
-        .expect(NEED_REDIS);
+    let admin = client().await;
     let sold = Arc::new(AtomicU32::new(0));
     let mut tasks = Vec::new();
     for t in 0..8u64 {
@@ -96,10 +106,7 @@ async fn script_flush_mid_run_fails_no_request() {
 }
 
 async fn lock(name: &str, ttl: Duration) -> RedisLock {
-    let client = RedisClient::connect(&RedisSettings::default())
-        .await
-        .expect(NEED_REDIS);
-    RedisLock::new(client, name, ttl)
+    RedisLock::new(client().await, name, ttl)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -184,10 +191,8 @@ async fn an_expired_holder_cannot_release_or_extend_the_next_holders_lock() {
 }
 
 async fn cleanup_lock(name: &str) {
-    let client = RedisClient::connect(&RedisSettings::default())
+    client()
         .await
-        .expect(NEED_REDIS);
-    client
         .delete(&[format!("{{{name}}}"), format!("{{{name}}}:fence")])
         .await
         .unwrap();
@@ -199,10 +204,9 @@ async fn cleanup_lock(name: &str) {
 async fn sold_out_answers_are_local_and_exact_and_expire() {
     let prefix = unique("inv");
     let with_cache = |cache: Duration| {
-        connect(RedisInventoryOptions {
-            key_prefix: prefix.clone(),
+        connect(RedisConfig {
             sold_out_cache: cache,
-            ..RedisInventoryOptions::default()
+            ..config(prefix.clone())
         })
     };
     let a = with_cache(Duration::from_millis(200)).await;
@@ -260,4 +264,63 @@ async fn sold_out_answers_are_local_and_exact_and_expire() {
     let st = b.stats(7002).await.unwrap().unwrap();
     assert_eq!((st.remaining_stock, st.buyers, st.cancelled), (0, 2, 1));
     a.purge().await.unwrap();
+}
+
+/// A prefix full of glob characters purges its own keys and nobody else's: `t*` and `t[ab]`
+/// would match other prefixes as `SCAN` patterns (and `t[ab]` not even its own keys).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_takes_the_prefix_literally() {
+    let base = unique("glob");
+    let star = connect(config(format!("{base}*"))).await;
+    let class = connect(config(format!("{base}[ab]"))).await;
+    let other = connect(config(format!("{base}-other"))).await;
+    let a = connect(config(format!("{base}a"))).await;
+    for (inv, product) in [(&star, 7101), (&class, 7102), (&other, 7103), (&a, 7104)] {
+        inv.prewarm(&on_sale(product, 5), false).await.unwrap();
+        let out = inv
+            .purchase(&PurchaseRequest {
+                product_id: product,
+                user_id: 1,
+                quantity: 1,
+                idempotency_key: None,
+            })
+            .await
+            .unwrap();
+        assert!(out.is_success(), "{out:?}");
+    }
+    let removed = star.purge().await.unwrap();
+    assert!(removed >= 3, "its activity, buyers, orders…: {removed}");
+    assert!(star.stats(7101).await.unwrap().is_none(), "own keys purged");
+    let removed = class.purge().await.unwrap();
+    assert!(removed >= 3, "{removed}");
+    assert!(
+        class.stats(7102).await.unwrap().is_none(),
+        "own keys purged"
+    );
+    for (inv, product) in [(&other, 7103), (&a, 7104)] {
+        let st = inv.stats(product).await.unwrap().expect("kept");
+        assert_eq!((st.sold, st.buyers), (1, 1));
+        inv.purge().await.unwrap();
+    }
+}
+
+/// An invalid section is refused before any connection is tried.
+#[tokio::test]
+async fn an_invalid_config_names_its_key() {
+    let bad = RedisConfig {
+        pool_size: 0,
+        ..config(unique("bad"))
+    };
+    match RedisInventory::connect(bad).await {
+        Err(InventoryError::InvalidConfig { key, .. }) => assert_eq!(key, "pool_size"),
+        other => panic!("{other:?}"),
+    }
+    let bad = RedisConfig {
+        key_prefix: "a{1}".into(),
+        ..config(unique("bad"))
+    };
+    match RedisClient::connect(&bad).await {
+        Err(InventoryError::InvalidConfig { key, .. }) => assert_eq!(key, "key_prefix"),
+        other => panic!("{other:?}"),
+    }
 }

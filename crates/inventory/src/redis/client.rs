@@ -4,44 +4,13 @@ use std::time::Duration;
 
 use fred::clients::Pool;
 use fred::interfaces::ClientLike;
-use fred::types::config::{Config, ReconnectPolicy, Server, ServerConfig};
+use fred::types::config::ReconnectPolicy;
 use fred::types::scripts::Script;
 use fred::types::{FromValue, Key};
+use seckill_redis_support::{ConnectError, PoolOptions};
 
+use super::RedisConfig;
 use crate::InventoryError;
-
-/// Where and how to connect.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RedisSettings {
-    /// Host name or address.
-    pub host: String,
-    /// Port.
-    pub port: u16,
-    /// Password, if the server wants one.
-    pub password: Option<String>,
-    /// Database number.
-    pub db: u8,
-    /// Connections in the pool (2–4 are enough for one process: commands are pipelined).
-    pub pool_size: usize,
-    /// How long to wait for the first connection.
-    pub connect_timeout: Duration,
-    /// How long one command may take before it fails with [`InventoryError::Timeout`].
-    pub command_timeout: Duration,
-}
-
-impl Default for RedisSettings {
-    fn default() -> Self {
-        Self {
-            host: "127.0.0.1".into(),
-            port: 6379,
-            password: None,
-            db: 0,
-            pool_size: 4,
-            connect_timeout: Duration::from_secs(2),
-            command_timeout: Duration::from_secs(1),
-        }
-    }
-}
 
 /// A connection pool to one Redis server, reconnecting with exponential backoff (100 ms up to
 /// 5 s, forever) after a connection is lost. Cheap to clone.
@@ -66,45 +35,25 @@ pub(crate) fn backend(e: fred::error::Error) -> InventoryError {
 }
 
 impl RedisClient {
-    /// Connects, waiting up to `connect_timeout` for the first connection.
+    /// Connects to the server of `config` (its `host`, `port`, `password`, `db`,
+    /// `pool_size` and timeouts), waiting up to `connect_timeout` for the first connection.
     ///
     /// # Errors
-    /// [`InventoryError::Backend`] when the server cannot be reached in time.
-    pub async fn connect(settings: &RedisSettings) -> Result<Self, InventoryError> {
-        let config = Config {
-            server: ServerConfig::Centralized {
-                server: Server::new(settings.host.clone(), settings.port),
-            },
-            password: settings.password.clone(),
-            database: Some(settings.db),
-            ..Config::default()
+    /// [`InventoryError::InvalidConfig`] for an invalid `config`; [`InventoryError::Backend`]
+    /// when the server refuses the connection or does not answer in time.
+    pub async fn connect(config: &RedisConfig) -> Result<Self, InventoryError> {
+        config.validate()?;
+        let options = PoolOptions {
+            reconnect: ReconnectPolicy::new_exponential(0, 100, 5_000, 2),
+            // A server that is not there at start-up is reported at once.
+            retry_first_connection: false,
         };
-        let mut builder = fred::types::Builder::from_config(config);
-        builder
-            .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
-            .with_connection_config(|c| {
-                c.connection_timeout = settings.connect_timeout;
-                c.internal_command_timeout = settings.command_timeout;
-            })
-            .with_performance_config(|p| {
-                p.default_command_timeout = settings.command_timeout;
-            });
-        let pool = builder
-            .build_pool(settings.pool_size.max(1))
-            .map_err(backend)?;
-        pool.connect();
-        tokio::time::timeout(settings.connect_timeout, pool.wait_for_connect())
+        let pool = seckill_redis_support::connect_pool(&config.connection(), &options)
             .await
-            .map_err(|_| {
-                InventoryError::Backend(
-                    format!(
-                        "redis at {}:{} did not answer within {:?}",
-                        settings.host, settings.port, settings.connect_timeout
-                    )
-                    .into(),
-                )
-            })?
-            .map_err(backend)?;
+            .map_err(|e| match e {
+                ConnectError::Failed(e) => backend(e),
+                unreachable => InventoryError::Backend(Box::new(unreachable)),
+            })?;
         Ok(Self { pool })
     }
 

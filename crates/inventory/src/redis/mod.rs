@@ -1,24 +1,7 @@
 //! [`RedisInventory`]: stock on Redis, one Lua script per operation.
-//!
-//! Keys of one product share the hash tag `{product_id}` so every script touches one slot and
-//! runs unchanged on a Redis Cluster:
-//!
-//! | key | type | holds |
-//! |---|---|---|
-//! | `P:{X}:activity` | hash | the activity, `stock`, `cancelled`, `epoch`, `exp` |
-//! | `P:{X}:buyers` | hash | user → order seq, this epoch |
-//! | `P:{X}:orders` | hash | seq → `user\|qty\|epoch\|state`, this epoch |
-//! | `P:{X}:idem` | hash | `user:key` → `seq\|remaining`, this epoch |
-//! | `P:{X}:seq` | string | order sequence, never reset |
-//! | `P:{X}:epoch` | string | activity epoch counter, never reset |
-//! | `P:{X}:outbox` | stream | sales not yet delivered to the broker |
-//! | `P:products` | set | products with an outbox (for the relay) |
-//!
-//! `P` is the configurable prefix. The activity, buyer, order and idempotency keys expire a grace
-//! period after the sale's end; the counters and the outbox never expire (a pending sale must not
-//! vanish, and order ids must never repeat).
 
 mod client;
+mod config;
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
@@ -26,13 +9,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use fred::interfaces::{HashesInterface, KeysInterface, SetsInterface, StreamsInterface};
+use fred::interfaces::{HashesInterface, SetsInterface, StreamsInterface};
 use fred::types::scripts::Script;
 use fred::types::{Key, Value};
 use parking_lot::{Mutex, RwLock};
 use tokio::time::Instant;
 
-pub use client::{RedisClient, RedisSettings};
+pub use client::RedisClient;
+pub use config::RedisConfig;
 
 use crate::{
     Activity, ActivityStatus, CancelOutcome, Inventory, InventoryError, InventoryStats, OrderId,
@@ -67,37 +51,6 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
 /// The consumer group every relay reads the outboxes with.
 pub const RELAY_GROUP: &str = "seckill-relay";
 
-/// Options of a [`RedisInventory`] beyond the connection.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RedisInventoryOptions {
-    /// Prefix of every key; isolates tenants and tests.
-    pub key_prefix: String,
-    /// How long a claimed outbox entry may stay unacknowledged before another relay takes it.
-    pub reclaim_after: Duration,
-    /// How long after an activity's end its keys are kept.
-    pub key_grace: Duration,
-    /// How often an idle relay polls the outboxes.
-    pub poll_interval: Duration,
-    /// How long this process answers purchases of a sold-out product from its own copy of the
-    /// product's buyers, without a Redis round trip (`Duration::ZERO` disables it). Answers stay
-    /// exact — "already bought" for a buyer, "sold out" for anyone else, in the script's order of
-    /// checks — except that an item returned by a cancel on another process becomes visible here
-    /// up to this long later.
-    pub sold_out_cache: Duration,
-}
-
-impl Default for RedisInventoryOptions {
-    fn default() -> Self {
-        Self {
-            key_prefix: "seckill".into(),
-            reclaim_after: Duration::from_secs(30),
-            key_grace: Duration::from_secs(24 * 3600),
-            poll_interval: Duration::from_millis(10),
-            sold_out_cache: Duration::from_millis(500),
-        }
-    }
-}
-
 struct ProductKeys {
     activity: Key,
     buyers: Key,
@@ -120,9 +73,28 @@ struct SoldOut {
 
 /// Stock, buyers and the sales outbox on Redis. Several processes may share one Redis: every
 /// operation is one atomic script, so the guarantees of [`Inventory`] hold across them.
+///
+/// # Keys
+/// Keys of one product share the hash tag `{product_id}` so every script touches one slot and
+/// runs unchanged on a Redis Cluster:
+///
+/// | key | type | holds |
+/// |---|---|---|
+/// | `P:{X}:activity` | hash | the activity, `stock`, `cancelled`, `epoch`, `exp` |
+/// | `P:{X}:buyers` | hash | user → order seq, this epoch |
+/// | `P:{X}:orders` | hash | seq → `user\|qty\|epoch\|state`, this epoch |
+/// | `P:{X}:idem` | hash | `user:key` → `seq\|remaining`, this epoch |
+/// | `P:{X}:seq` | string | order sequence, never reset |
+/// | `P:{X}:epoch` | string | activity epoch counter, never reset |
+/// | `P:{X}:outbox` | stream | sales not yet delivered to the broker |
+/// | `P:products` | set | products with an outbox (for the relay) |
+///
+/// `P` is the configurable prefix. The activity, buyer, order and idempotency keys expire a grace
+/// period after the sale's end; the counters and the outbox never expire (a pending sale must not
+/// vanish, and order ids must never repeat).
 pub struct RedisInventory {
     client: RedisClient,
-    options: RedisInventoryOptions,
+    config: RedisConfig,
     products_key: Key,
     keys: RwLock<HashMap<u64, Arc<ProductKeys>>>,
     consumer: String,
@@ -134,7 +106,7 @@ pub struct RedisInventory {
 impl std::fmt::Debug for RedisInventory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisInventory")
-            .field("options", &self.options)
+            .field("config", &self.config)
             .field("consumer", &self.consumer)
             .finish_non_exhaustive()
     }
@@ -156,14 +128,14 @@ fn ms_to_time(ms: i64) -> Result<DateTime<Utc>, InventoryError> {
 }
 
 impl RedisInventory {
-    /// An inventory over `client`, loading its scripts.
+    /// An inventory over `client` (connected by the caller, possibly shared) with the
+    /// key prefix and timings of `config`, loading its scripts.
     ///
     /// # Errors
-    /// Redis failed to load the scripts.
-    pub async fn new(
-        client: RedisClient,
-        options: RedisInventoryOptions,
-    ) -> Result<Self, InventoryError> {
+    /// [`InventoryError::InvalidConfig`] for an invalid `config`; Redis failed to load the
+    /// scripts.
+    pub async fn new(client: RedisClient, config: RedisConfig) -> Result<Self, InventoryError> {
+        config.validate()?;
         let s = &*SCRIPTS;
         client
             .load(&[
@@ -176,9 +148,9 @@ impl RedisInventory {
             ])
             .await?;
         Ok(Self {
-            products_key: Key::from(format!("{}:products", options.key_prefix)),
+            products_key: Key::from(format!("{}:products", config.key_prefix)),
             client,
-            options,
+            config,
             keys: RwLock::new(HashMap::new()),
             consumer: format!("relay-{:016x}", rand::random::<u64>()),
             known: Mutex::new((None, Vec::new())),
@@ -187,15 +159,19 @@ impl RedisInventory {
         })
     }
 
-    /// Connects and builds an inventory in one step.
+    /// Connects to the Redis of `config` and builds an inventory on it in one step.
     ///
     /// # Errors
-    /// Redis could not be reached or refused the scripts.
-    pub async fn connect(
-        settings: &RedisSettings,
-        options: RedisInventoryOptions,
-    ) -> Result<Self, InventoryError> {
-        Self::new(RedisClient::connect(settings).await?, options).await
+    /// [`InventoryError::InvalidConfig`] for an invalid `config`; Redis could not be reached
+    /// or refused the scripts.
+    pub async fn connect(config: RedisConfig) -> Result<Self, InventoryError> {
+        let client = RedisClient::connect(&config).await?;
+        Self::new(client, config).await
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &RedisConfig {
+        &self.config
     }
 
     /// The connection pool (to share it, e.g. with a [`crate::RedisLock`]).
@@ -209,39 +185,11 @@ impl RedisInventory {
     /// # Errors
     /// Backend failures.
     pub async fn purge(&self) -> Result<u64, InventoryError> {
-        use fred::interfaces::ClientLike;
-        let pattern = format!("{}:*", self.options.key_prefix);
-        let mut cursor = "0".to_owned();
-        let mut removed = 0u64;
-        loop {
-            let (next, keys): (String, Vec<String>) = self
-                .client
-                .next()
-                .custom(
-                    fred::cmd!("SCAN"),
-                    vec![
-                        cursor.clone(),
-                        "MATCH".into(),
-                        pattern.clone(),
-                        "COUNT".into(),
-                        "500".into(),
-                    ],
-                )
-                .await
-                .map_err(backend)?;
-            if !keys.is_empty() {
-                removed += self
-                    .client
-                    .next()
-                    .unlink::<u64, _>(keys)
-                    .await
-                    .map_err(backend)?;
-            }
-            if next == "0" {
-                break;
-            }
-            cursor = next;
-        }
+        // The prefix is matched literally: one containing `*` or `[` purges only its own keys.
+        let literal = format!("{}:", self.config.key_prefix);
+        let removed = seckill_redis_support::purge(self.client.next(), &literal, "*")
+            .await
+            .map_err(backend)?;
         self.keys.write().clear();
         *self.known.lock() = (None, Vec::new());
         Ok(removed)
@@ -251,7 +199,7 @@ impl RedisInventory {
         if let Some(k) = self.keys.read().get(&product_id) {
             return k.clone();
         }
-        let p = &self.options.key_prefix;
+        let p = &self.config.key_prefix;
         let k = |suffix: &str| Key::from(format!("{p}:{{{product_id}}}:{suffix}"));
         let keys = Arc::new(ProductKeys {
             activity: k("activity"),
@@ -343,7 +291,7 @@ impl RedisInventory {
                 })?;
             if let Some(a) = activity {
                 let entry = SoldOut {
-                    until: Instant::now() + self.options.sold_out_cache,
+                    until: Instant::now() + self.config.sold_out_cache,
                     status: a.status,
                     start_ms: a.start_ms(),
                     end_ms: a.end_ms(),
@@ -426,7 +374,7 @@ impl Inventory for RedisInventory {
         activity.validate()?;
         let k = self.keys(activity.product_id);
         let expire_at = activity.end_ms().saturating_add(
-            i64::try_from(self.options.key_grace.as_millis()).unwrap_or(i64::MAX / 2),
+            i64::try_from(self.config.key_grace.as_millis()).unwrap_or(i64::MAX / 2),
         );
         let reply: Vec<i64> = self
             .client
@@ -485,7 +433,7 @@ impl Inventory for RedisInventory {
     }
 
     async fn purchase(&self, request: &PurchaseRequest) -> Result<PurchaseOutcome, InventoryError> {
-        if !self.options.sold_out_cache.is_zero() {
+        if !self.config.sold_out_cache.is_zero() {
             if let Some(answer) = self.sold_out_answer(request) {
                 return Ok(answer);
             }
@@ -523,7 +471,7 @@ impl Inventory for RedisInventory {
             Some(-1) => PurchaseOutcome::UnknownProduct,
             Some(-2) => {
                 let remaining_stock = arg(1).unwrap_or(0);
-                if remaining_stock == 0 && !self.options.sold_out_cache.is_zero() {
+                if remaining_stock == 0 && !self.config.sold_out_cache.is_zero() {
                     // The cache is an optimisation: failing to fill it changes no answer.
                     let _ = self.remember_sold_out(request.product_id).await;
                 }
@@ -654,7 +602,7 @@ impl Inventory for RedisInventory {
         block: Duration,
     ) -> Result<Vec<OutboxEntry>, InventoryError> {
         let deadline = Instant::now() + block;
-        let min_idle = self.options.reclaim_after.as_millis().to_string();
+        let min_idle = self.config.reclaim_after.as_millis().to_string();
         loop {
             let mut out = Vec::new();
             for product_id in self.products().await? {
@@ -685,7 +633,7 @@ impl Inventory for RedisInventory {
             if !out.is_empty() || Instant::now() >= deadline {
                 return Ok(out);
             }
-            tokio::time::sleep(self.options.poll_interval.min(deadline - Instant::now())).await;
+            tokio::time::sleep(self.config.poll_interval.min(deadline - Instant::now())).await;
         }
     }
 
