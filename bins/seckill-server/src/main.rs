@@ -9,12 +9,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use seckill_api::{App, Components};
+use seckill_api::App;
+use seckill_service::{Components, Service};
 use tokio::net::TcpListener;
 
-use seckill_server::config::{
-    self, Config, FileChoice, InventoryBackend, MqBackend, OrderStoreBackend,
-};
+use seckill_server::config::{self, Config, FileChoice, InventoryBackend, MqBackend};
 use seckill_server::telemetry;
 
 /// Exit status for an invalid configuration (EX_USAGE).
@@ -62,8 +61,9 @@ async fn main() -> ExitCode {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     let render = telemetry::init_metrics(&config.telemetry)?;
-    let (components, brokers) = components(&config).await?;
-    let app = App::start(config.api_settings(), components, render)
+    let components = components(&config).await?;
+    let broker = components.broker.clone();
+    let (service, pipeline) = Service::start(config.seckill.clone(), &config.orders, components)
         .await
         .context("starting the order pipeline")?;
     let addr = (config.server.host.as_str(), config.server.port);
@@ -77,61 +77,55 @@ async fn run(config: Config) -> anyhow::Result<()> {
         orders = ?config.orders.store,
         "seckill-server listening"
     );
+    let app = App::new(service, pipeline, config.server.clone(), render);
     seckill_api::serve(listener, app, shutdown_signal()).await?;
-    // Let the brokers go cleanly: Kafka partition leases are released at once, so another
+    // Let the broker go cleanly: Kafka partition leases are released at once, so another
     // instance takes over without waiting for them to lapse.
-    match brokers {
-        Brokers::Embedded => {}
-        Brokers::Rabbit(b) => b.close().await,
-        Brokers::Kafka(b) => b.shutdown().await,
-    }
+    broker.close().await;
     tracing::info!("seckill-server stopped");
     Ok(())
 }
 
-/// The broker connection to close at exit.
-enum Brokers {
-    Embedded,
-    Rabbit(seckill_mq::RabbitBroker),
-    Kafka(Arc<seckill_mq::KafkaBroker>),
-}
-
 /// Builds the backends the configuration names; embedded (in-process) for the rest.
-async fn components(config: &Config) -> anyhow::Result<(Components, Brokers)> {
+async fn components(config: &Config) -> anyhow::Result<Components> {
     let mut components = Components::embedded();
     if config.inventory.backend == InventoryBackend::Redis {
-        let (settings, options) = config.redis_settings();
-        let prefix = options.key_prefix.clone();
-        let inventory = seckill_inventory::RedisInventory::connect(&settings, options)
+        let r = &config.redis;
+        let inventory = seckill_inventory::RedisInventory::connect(r.clone())
             .await
             .with_context(|| {
                 format!(
                     "connecting to Redis at {}:{} (inventory.backend = redis)",
-                    settings.host, settings.port
+                    r.host, r.port
                 )
             })?;
         // Asynchronous results live beside the stock, so any instance answers the poll.
-        components.results = Some(Arc::new(seckill_api::pipeline::RedisResults::new(
+        components.results = Some(Arc::new(seckill_service::RedisResults::new(
             inventory.client().clone(),
-            &prefix,
+            &r.key_prefix,
             config.seckill.result_ttl,
         )));
         components.inventory = Arc::new(inventory);
     }
     let mut pg = None;
-    if config.orders.store == OrderStoreBackend::Postgres {
-        let settings = config.pg_settings();
-        let store = seckill_orders::PgOrderStore::connect(&settings)
+    if config.orders.store == seckill_orders::OrderStoreKind::Postgres {
+        let store = seckill_orders::PgOrderStore::connect(&config.orders)
             .await
             .context("connecting to PostgreSQL (orders.store = postgres)")?;
         let store = Arc::new(store);
         components.orders = store.clone();
         pg = Some(store);
     }
-    let brokers = match config.mq.backend {
-        MqBackend::Memory => Brokers::Embedded,
+    match config.mq.backend {
+        MqBackend::Memory => {}
         MqBackend::Rabbitmq => {
-            let broker = seckill_mq::RabbitBroker::connect(config.rabbit_settings())
+            let settings = seckill_mq::RabbitSettings {
+                // Declared at connect, so nothing published before they first subscribe is
+                // dropped.
+                groups: seckill_service::consumer_groups(),
+                ..config.mq.rabbitmq.clone()
+            };
+            let broker = seckill_mq::RabbitBroker::connect(settings)
                 .await
                 .with_context(|| {
                     format!(
@@ -139,13 +133,12 @@ async fn components(config: &Config) -> anyhow::Result<(Components, Brokers)> {
                         redact(&config.mq.rabbitmq.url)
                     )
                 })?;
-            components.broker = Arc::new(broker.clone());
-            Brokers::Rabbit(broker)
+            components.broker = Arc::new(broker);
         }
         MqBackend::Kafka => {
             // Consumer positions are kept beside the orders when those are in PostgreSQL.
-            let offsets: Arc<dyn seckill_mq::OffsetStore> = match &pg {
-                Some(store) => store.clone(),
+            let offsets: Arc<dyn seckill_mq::OffsetStore> = match pg {
+                Some(store) => store,
                 None => {
                     tracing::warn!(
                         "mq.backend = kafka with orders.store = memory: consumer positions are kept in memory; a restart re-reads each partition from its start"
@@ -153,7 +146,7 @@ async fn components(config: &Config) -> anyhow::Result<(Components, Brokers)> {
                     Arc::new(seckill_mq::MemoryOffsetStore::new())
                 }
             };
-            let broker = seckill_mq::KafkaBroker::connect(config.kafka_settings(), offsets)
+            let broker = seckill_mq::KafkaBroker::connect(config.mq.kafka.clone(), offsets)
                 .await
                 .with_context(|| {
                     format!(
@@ -161,12 +154,10 @@ async fn components(config: &Config) -> anyhow::Result<(Components, Brokers)> {
                         config.mq.kafka.brokers
                     )
                 })?;
-            let broker = Arc::new(broker);
-            components.broker = broker.clone();
-            Brokers::Kafka(broker)
+            components.broker = Arc::new(broker);
         }
-    };
-    Ok((components, brokers))
+    }
+    Ok(components)
 }
 
 /// A URL with its password hidden, for messages.

@@ -4,13 +4,11 @@ use axum::Router;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 
-use crate::ApiError;
-use crate::error::codes;
 use crate::handlers::{activity, orders, purchase, query};
-use crate::state::AppState;
+use crate::{ApiError, AppState};
 
 /// Every route of the API over `state`.
-pub fn router(state: AppState) -> Router {
+pub(crate) fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/v1/seckill/purchase", post(purchase::purchase))
         .route(
@@ -41,13 +39,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/health", get(query::health))
         .route("/metrics", get(query::metrics))
-        .fallback(|| async {
-            ApiError::NotFound {
-                code: codes::NOT_FOUND,
-                message: "no such route",
-            }
-            .into_response()
-        })
+        .fallback(|| async { ApiError::RouteNotFound("no such route").into_response() })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed.into_response() })
         .with_state(state)
 }

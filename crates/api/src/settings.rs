@@ -1,107 +1,68 @@
-//! [`Settings`]: what the API needs to know, already validated by whoever built it.
+//! [`ServerConfig`]: the `server` section of the configuration.
 
-use std::num::{NonZeroU32, NonZeroUsize};
-use std::sync::Arc;
 use std::time::Duration;
 
-use seckill_flowcontrol::BreakerConfig;
-
-/// The rate-limiting algorithm of the global purchase limit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum LimitAlgorithm {
-    /// GCRA token bucket: `rate` per second, bursts up to `burst`.
-    #[default]
-    TokenBucket,
-    /// Rolling one-second window of `burst` requests (10 sub-buckets).
-    SlidingWindow,
-    /// Fixed one-second windows of `burst` requests.
-    FixedWindow,
+/// An invalid setting: the key (relative to the `server` section) and why.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {key}: {reason}")]
+pub struct ConfigError {
+    /// The key, e.g. `max_body_bytes`.
+    pub key: &'static str,
+    /// What is wrong with its value.
+    pub reason: String,
 }
 
-/// A rate limit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RateLimitSettings {
-    /// Which algorithm.
-    pub algorithm: LimitAlgorithm,
-    /// Sustained requests per second.
-    pub requests_per_second: NonZeroU32,
-    /// Burst size.
-    pub burst_size: NonZeroU32,
-}
-
-/// Load shedding.
-#[derive(Clone, Debug)]
-pub struct DegradationSettings {
-    /// Whether automatic degradation is on.
-    pub enable: bool,
-    /// Load ratio (in-flight and waiting over `max_concurrent_requests`) that triggers it.
-    pub threshold: f64,
-    /// The message of every 503.
-    pub response_message: Arc<str>,
-}
-
-/// Everything the API is configured with.
-#[derive(Clone, Debug)]
-pub struct Settings {
-    /// Purchases served at once.
-    pub max_concurrent_requests: NonZeroUsize,
-    /// Purchases waiting for a slot; beyond it, 503 at once.
-    pub queue_size: usize,
-    /// Longest wait in the queue.
-    pub queue_timeout: Duration,
-    /// The global purchase limit; `None` for none.
-    pub rate_limit: Option<RateLimitSettings>,
-    /// Per-user purchase limit; `None` for none.
-    pub per_user_limit: Option<RateLimitSettings>,
-    /// Per-IP purchase limit; `None` for none.
-    pub per_ip_limit: Option<RateLimitSettings>,
-    /// Keys tracked by each keyed limiter at most.
-    pub max_limiter_keys: NonZeroUsize,
-    /// Circuit breaker around the inventory backend.
-    pub circuit_breaker: BreakerConfig,
-    /// Load shedding.
-    pub degradation: DegradationSettings,
-    /// Largest request body.
+/// The listeners and the HTTP limits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
+pub struct ServerConfig {
+    /// Address to bind (default `0.0.0.0`).
+    pub host: String,
+    /// HTTP port (default 8083).
+    pub port: u16,
+    /// gRPC port (default 9083).
+    pub grpc_port: u16,
+    /// Largest request body in bytes, at least 64 (default 4096); larger bodies get 413.
     pub max_body_bytes: usize,
-    /// Workers running asynchronous purchases.
-    pub async_workers: NonZeroUsize,
-    /// How long an asynchronous purchase's result is kept.
-    pub result_ttl: Duration,
-    /// How long a graceful shutdown waits for the pipeline to drain.
-    pub drain_timeout: Duration,
-    /// Time a buyer has to pay an order, from the sale (`orders.payment_timeout`).
-    pub payment_timeout: Duration,
-    /// How often the sweeper looks for unpaid orders past their deadline.
-    pub sweep_interval: Duration,
+    /// How long a graceful shutdown waits for pending sales to be delivered (default 10 s).
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
+    pub shutdown_timeout: Duration,
 }
 
-impl Default for Settings {
-    /// The specification's defaults.
+impl Default for ServerConfig {
     fn default() -> Self {
         Self {
-            max_concurrent_requests: NonZeroUsize::new(1000).expect("non-zero"),
-            queue_size: 5000,
-            queue_timeout: Duration::from_secs(1),
-            rate_limit: Some(RateLimitSettings {
-                algorithm: LimitAlgorithm::TokenBucket,
-                requests_per_second: NonZeroU32::new(500).expect("non-zero"),
-                burst_size: NonZeroU32::new(1000).expect("non-zero"),
-            }),
-            per_user_limit: None,
-            per_ip_limit: None,
-            max_limiter_keys: NonZeroUsize::new(100_000).expect("non-zero"),
-            circuit_breaker: BreakerConfig::default(),
-            degradation: DegradationSettings {
-                enable: true,
-                threshold: 0.8,
-                response_message: "系统繁忙，请稍后重试".into(),
-            },
+            host: "0.0.0.0".into(),
+            port: 8083,
+            grpc_port: 9083,
             max_body_bytes: 4096,
-            async_workers: NonZeroUsize::new(4).expect("non-zero"),
-            result_ttl: Duration::from_secs(600),
-            drain_timeout: Duration::from_secs(10),
-            payment_timeout: seckill_orders::DEFAULT_PAYMENT_TIMEOUT,
-            sweep_interval: Duration::from_secs(1),
+            shutdown_timeout: Duration::from_secs(10),
         }
+    }
+}
+
+impl ServerConfig {
+    /// Checks what the types cannot.
+    ///
+    /// # Errors
+    /// The first invalid value, naming its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_body_bytes < 64 {
+            return Err(ConfigError {
+                key: "max_body_bytes",
+                reason: "must be at least 64".into(),
+            });
+        }
+        if self.port == self.grpc_port && self.port != 0 {
+            return Err(ConfigError {
+                key: "grpc_port",
+                reason: "must differ from server.port".into(),
+            });
+        }
+        Ok(())
     }
 }

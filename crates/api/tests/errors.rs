@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::faulty::{Faulty, with};
 use common::{Server, activity, settings};
-use seckill_api::{Components, RateLimitSettings, Settings};
+use seckill_service::{Components, RateLimits, Settings};
 use serde_json::{Value, json};
 
 /// Stock and buyers must not move.
@@ -240,11 +240,11 @@ async fn the_rate_limit_answers_429_with_retry_after() {
     let one = std::num::NonZeroU32::new(1).unwrap();
     let s = Server::start(
         Settings {
-            rate_limit: Some(RateLimitSettings {
-                algorithm: seckill_api::LimitAlgorithm::TokenBucket,
+            rate_limit: RateLimits {
                 requests_per_second: one,
                 burst_size: std::num::NonZeroU32::new(2).unwrap(),
-            }),
+                ..RateLimits::default()
+            },
             ..settings()
         },
         Components::embedded(),
@@ -316,7 +316,7 @@ async fn a_full_queue_answers_503_at_once() {
                 max_concurrent_requests: std::num::NonZeroUsize::new(1).unwrap(),
                 queue_size: 1,
                 queue_timeout: Duration::from_secs(30),
-                degradation: seckill_api::DegradationSettings {
+                degradation: seckill_service::DegradationSettings {
                     enable: false,
                     ..settings().degradation
                 },
@@ -337,7 +337,7 @@ async fn a_full_queue_answers_503_at_once() {
         let s = s.clone();
         async move { s.purchase(2010, 2).await }
     });
-    let queue = s.app_state.flow().queue().clone();
+    let queue = s.service.flow().queue().clone();
     while queue.in_flight() + queue.waiting() < 2 {
         tokio::task::yield_now().await;
     }

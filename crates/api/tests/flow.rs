@@ -190,7 +190,7 @@ async fn concurrent_buyers_get_exactly_the_stock(backend: Backend) {
 async fn shutdown_delivers_every_pending_sale(backend: Backend) {
     let orders = Arc::new(seckill_orders::MemoryOrderStore::new());
     let (c, redis) = components(backend).await;
-    let components = seckill_api::Components {
+    let components = seckill_service::Components {
         orders: orders.clone(),
         ..c
     };

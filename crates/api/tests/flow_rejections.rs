@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::faulty::{Faulty, with};
 use common::{Server, activity, settings};
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
-use seckill_api::{Components, DegradationSettings, LimitAlgorithm, RateLimitSettings, Settings};
+use seckill_service::{Components, DegradationSettings, KeyedLimit, RateLimits, Settings};
 use serde_json::{Value, json};
 
 const BUSY: &str = "系统繁忙，请稍后重试";
@@ -110,12 +110,25 @@ async fn assert_counted(s: &Server, counters: &Counters, outcome: &str, n: u64) 
     assert_eq!(counters.get(outcome), n, "metric, {outcome}");
 }
 
-fn limit(rate: u32, burst: u32) -> Option<RateLimitSettings> {
-    Some(RateLimitSettings {
-        algorithm: LimitAlgorithm::TokenBucket,
+fn limit(rate: u32, burst: u32) -> KeyedLimit {
+    KeyedLimit {
+        enable: true,
         requests_per_second: NonZeroU32::new(rate).unwrap(),
         burst_size: NonZeroU32::new(burst).unwrap(),
-    })
+    }
+}
+
+/// The test settings with the per-user and per-IP levels given.
+fn keyed(per_user: KeyedLimit, per_ip: KeyedLimit) -> Settings {
+    let s = settings();
+    Settings {
+        rate_limit: RateLimits {
+            per_user,
+            per_ip,
+            ..s.rate_limit
+        },
+        ..s
+    }
 }
 
 /// POSTs a purchase; returns status, `Retry-After` and body.
@@ -139,10 +152,7 @@ async fn purchase(s: &Server, product_id: u64, user_id: u64) -> (u16, Option<Str
 async fn the_per_user_limit_answers_429() {
     // 1 request/s, burst 2, per user; nothing else limits.
     let (s, counters) = start(
-        Settings {
-            per_user_limit: limit(1, 2),
-            ..settings()
-        },
+        keyed(limit(1, 2), KeyedLimit::default()),
         Components::embedded(),
     )
     .await;
@@ -170,10 +180,7 @@ async fn the_per_user_limit_answers_429() {
 async fn the_per_ip_limit_answers_429() {
     // Every request of this test comes from 127.0.0.1: burst 3 per IP.
     let (s, counters) = start(
-        Settings {
-            per_ip_limit: limit(1, 3),
-            ..settings()
-        },
+        keyed(KeyedLimit::default(), limit(1, 3)),
         Components::embedded(),
     )
     .await;
@@ -205,7 +212,7 @@ fn spawn_purchase(
 
 /// Lets the server take requests until `in_flight + waiting` in the queue reaches `n`.
 async fn until_queued(s: &Server, n: usize) {
-    let queue = s.app_state.flow().queue().clone();
+    let queue = s.service.flow().queue().clone();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while queue.in_flight() + queue.waiting() < n {
         assert!(
@@ -295,7 +302,7 @@ async fn a_queue_wait_timeout_answers_503() {
     assert_eq!(v["message"], BUSY);
     assert_eq!(retry.as_deref(), Some("1"));
     assert_eq!(
-        s.app_state.flow().queue().waiting(),
+        s.service.flow().queue().waiting(),
         0,
         "the waiter left the line"
     );
@@ -400,4 +407,131 @@ async fn every_purchase_answer_records_its_latency() {
     assert_eq!(samples.len(), 3, "one per purchase answered: {samples:?}");
     assert!(samples.iter().all(|&v| v > 0.0 && v < 10.0), "{samples:?}");
     s.shutdown().await;
+}
+
+/// Settings with a global limit of `rate`/s and `burst`.
+fn global(rate: u32, burst: u32) -> Settings {
+    let s = settings();
+    Settings {
+        rate_limit: RateLimits {
+            enable: true,
+            requests_per_second: NonZeroU32::new(rate).unwrap(),
+            burst_size: NonZeroU32::new(burst).unwrap(),
+            ..s.rate_limit
+        },
+        ..s
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn re_setting_the_limit_in_force_hands_out_no_fresh_burst() {
+    // 1/s with a burst of 40: the test's requests come far faster than one a second, so
+    // whatever the burst admitted stays spent for the whole test.
+    let s = Server::start(global(1, 40), Components::embedded()).await;
+    assert_eq!(s.prewarm(activity(1401, 1000)).await.0, 200);
+    for user in 1..=40 {
+        assert_eq!(s.purchase(1401, user).await.0, 200, "user {user}");
+    }
+    assert_eq!(s.purchase(1401, 41).await.0, 429, "the burst is spent");
+    for body in [
+        json!({"enable": true, "requests_per_second": 1, "burst_size": 40}),
+        json!({"enable": true}),
+        json!({"enable": true, "algorithm": "token_bucket"}),
+    ] {
+        let (st, v) = s.post("/api/v1/system/rate-limit", body.clone()).await;
+        assert_eq!(st, 200, "{body}: {v}");
+        let (st, v) = s.purchase(1401, 42).await;
+        assert_eq!(
+            (st, code(&v)),
+            (429, 42901),
+            "re-setting {body} must not hand out a fresh burst: {v}"
+        );
+    }
+    // Switching the algorithm does not either.
+    for algorithm in ["fixed_window", "sliding_window", "token_bucket"] {
+        let (st, v) = s
+            .post(
+                "/api/v1/system/rate-limit",
+                json!({"enable": true, "algorithm": algorithm}),
+            )
+            .await;
+        assert_eq!(
+            (st, v["data"]["algorithm"].as_str()),
+            (200, Some(algorithm)),
+            "{v}"
+        );
+        let (st, v) = s.purchase(1401, 43).await;
+        assert_eq!(
+            (st, code(&v)),
+            (429, 42901),
+            "switching to {algorithm} must not hand out a fresh burst: {v}"
+        );
+    }
+    assert_eq!(s.stats(1401).await["sold"], 40);
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_requests_and_per_user_rejections_spend_no_global_token() {
+    // A global burst of 2 (1/s); 1 purchase per user (burst 1).
+    let base = global(1, 2);
+    let settings = Settings {
+        rate_limit: RateLimits {
+            per_user: limit(1, 1),
+            ..base.rate_limit.clone()
+        },
+        ..base
+    };
+    let (s, counters) = start(settings, Components::embedded()).await;
+    assert_eq!(s.prewarm(activity(1402, 10)).await.0, 200);
+    let purchase_url = s.url("/api/v1/seckill/purchase");
+    for body in ["{", "{", "{", "{", "{\"product_id\": 0, \"user_id\": 1}"] {
+        let r = s
+            .client
+            .post(&purchase_url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 400, "{body}");
+    }
+    assert_counted(&s, &counters, "invalid", 5).await;
+    // The global burst is whole: user 7 buys, and is refused by the per-user level...
+    assert_eq!(purchase(&s, 1402, 7).await.0, 200);
+    for _ in 0..3 {
+        let (st, _, v) = purchase(&s, 1402, 7).await;
+        assert_eq!((st, code(&v)), (429, 42901), "{v}");
+    }
+    // ...which spent no global token: the second of the burst is still there for user 8.
+    assert_eq!(purchase(&s, 1402, 8).await.0, 200);
+    // Now the global level is the one refusing.
+    let (st, _, v) = purchase(&s, 1402, 9).await;
+    assert_eq!((st, code(&v)), (429, 42901), "{v}");
+    assert_counted(&s, &counters, "success", 2).await;
+    assert_counted(&s, &counters, "rate_limited", 4).await;
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_algorithm_admits_the_configured_burst() {
+    for algorithm in ["token_bucket", "sliding_window", "fixed_window"] {
+        let mut settings = global(1, 5);
+        settings.rate_limit.algorithm = match algorithm {
+            "token_bucket" => seckill_service::Algorithm::TokenBucket,
+            "sliding_window" => seckill_service::Algorithm::SlidingWindow,
+            _ => seckill_service::Algorithm::FixedWindow,
+        };
+        let s = Server::start(settings, Components::embedded()).await;
+        assert_eq!(s.prewarm(activity(1403, 100)).await.0, 200);
+        for user in 1..=5 {
+            assert_eq!(
+                s.purchase(1403, user).await.0,
+                200,
+                "{algorithm}: user {user}"
+            );
+        }
+        assert_eq!(s.purchase(1403, 6).await.0, 429, "{algorithm}");
+        s.shutdown().await;
+    }
 }

@@ -11,11 +11,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::stack::{Mq, Stack};
-use common::{Server, activity};
-use seckill_api::Settings;
-use seckill_api::pipeline::PURCHASE_WORKERS_GROUP;
+use common::{Server, Setup, activity};
+use seckill_api::ServerConfig;
 use seckill_mq::{Envelope, Message, OrderCreated, Topic};
 use seckill_orders::ORDER_SERVICE_GROUP;
+use seckill_orders::OrdersConfig;
+use seckill_service::{PURCHASE_WORKERS_GROUP, RateLimits, Settings};
 use serde_json::{Value, json};
 
 /// Longest wait for the pipeline to deliver (a debug build on two shared cores).
@@ -23,11 +24,26 @@ const DELIVERY: Duration = Duration::from_secs(180);
 
 fn settings() -> Settings {
     Settings {
-        rate_limit: None,
+        rate_limit: RateLimits {
+            enable: false,
+            ..RateLimits::default()
+        },
         queue_size: 20_000,
-        sweep_interval: Duration::from_millis(100),
-        drain_timeout: Duration::from_secs(60),
         ..Settings::default()
+    }
+}
+
+/// Unpaid orders are looked for often; a shutdown waits long enough for a loaded machine.
+fn setup() -> Setup {
+    Setup {
+        orders: OrdersConfig {
+            sweep_interval: Duration::from_millis(100),
+            ..OrdersConfig::default()
+        },
+        server: ServerConfig {
+            shutdown_timeout: Duration::from_secs(60),
+            ..ServerConfig::default()
+        },
     }
 }
 
@@ -137,7 +153,7 @@ async fn wait_broker_drained(broker: &dyn seckill_mq::Broker, topic: Topic, grou
 
 async fn ten_thousand_sales_become_ten_thousand_rows(mq: Mq) {
     let stack = Stack::new(mq).await;
-    let s = Server::start(settings(), stack.components().await).await;
+    let s = Server::start_with(settings(), setup(), stack.components().await).await;
     assert_eq!(s.prewarm(activity(4001, 10_000)).await.0, 200);
     let sold = sell(&s, 4001, 1..=10_000).await;
     let ids: HashSet<&str> = sold
@@ -169,7 +185,7 @@ async fn ten_thousand_sales_become_ten_thousand_rows(mq: Mq) {
 
 async fn a_crashed_pipeline_loses_and_duplicates_nothing(mq: Mq) {
     let stack = Stack::new(mq).await;
-    let mut a = Server::start_holding_pipeline(settings(), stack.components().await).await;
+    let mut a = Server::start_holding_pipeline(settings(), setup(), stack.components().await).await;
     assert_eq!(a.prewarm(activity(4002, 10_000)).await.0, 200);
     let pipeline = a.take_pipeline();
     let (sold, stored_at_crash) = tokio::join!(sell(&a, 4002, 1..=10_000), async {
@@ -194,7 +210,7 @@ async fn a_crashed_pipeline_loses_and_duplicates_nothing(mq: Mq) {
     );
     // The restarted instance takes over the crashed one's claimed outbox entries and its
     // unacknowledged messages.
-    let b = Server::start(settings(), stack.components().await).await;
+    let b = Server::start_with(settings(), setup(), stack.components().await).await;
     let st = b.wait_orders_within(4002, 10_000, DELIVERY).await;
     let rows = stack
         .orders
@@ -212,7 +228,7 @@ async fn redelivered_messages_change_nothing(mq: Mq) {
     let stack = Stack::new(mq).await;
     let components = stack.components().await;
     let broker = components.broker.clone();
-    let s = Server::start(settings(), components).await;
+    let s = Server::start_with(settings(), setup(), components).await;
     assert_eq!(s.prewarm(activity(4003, 200)).await.0, 200);
     let sold = sell(&s, 4003, 1..=200).await;
     s.wait_orders_within(4003, 200, DELIVERY).await;
@@ -275,7 +291,7 @@ async fn redelivered_messages_change_nothing(mq: Mq) {
         quantity: 1,
         idempotency_key: None,
     };
-    let again = seckill_api::pipeline::purchase_requested(&id, &request);
+    let again = seckill_service::purchase_requested(&id, &request);
     broker.publish_batch(&[again.clone(), again]).await.unwrap();
     wait_broker_drained(&*broker, Topic::PurchaseRequested, PURCHASE_WORKERS_GROUP).await;
     let st = s.wait_orders_within(4013, 1, DELIVERY).await;
@@ -354,7 +370,7 @@ on_both_brokers!(
 /// after the broker comes back.
 async fn a_ten_second_broker_outage_delays_orders_and_loses_none(mq: Mq) {
     let stack = Stack::with_proxy(mq).await;
-    let s = Server::start(settings(), stack.components().await).await;
+    let s = Server::start_with(settings(), setup(), stack.components().await).await;
     assert_eq!(s.prewarm(activity(4006, 2_000)).await.0, 200);
     sell(&s, 4006, 1..=1_000).await;
     let proxy = stack.proxy.as_ref().unwrap();
@@ -384,8 +400,8 @@ async fn a_ten_second_broker_outage_delays_orders_and_loses_none(mq: Mq) {
 
 async fn async_purchases_are_answered_by_any_instance(mq: Mq) {
     let stack = Stack::new(mq).await;
-    let a = Server::start(settings(), stack.components().await).await;
-    let b = Server::start(settings(), stack.components().await).await;
+    let a = Server::start_with(settings(), setup(), stack.components().await).await;
+    let b = Server::start_with(settings(), setup(), stack.components().await).await;
     assert_eq!(a.prewarm(activity(4004, 3_000)).await.0, 200);
     let accepted = drive(
         &a,
@@ -454,14 +470,9 @@ async fn async_purchases_are_answered_by_any_instance(mq: Mq) {
 
 async fn unpaid_orders_expire_and_their_items_sell_again(mq: Mq) {
     let stack = Stack::new(mq).await;
-    let s = Server::start(
-        Settings {
-            payment_timeout: Duration::from_secs(3),
-            ..settings()
-        },
-        stack.components().await,
-    )
-    .await;
+    let mut setup = setup();
+    setup.orders.payment_timeout = Duration::from_secs(3);
+    let s = Server::start_with(settings(), setup, stack.components().await).await;
     assert_eq!(s.prewarm(activity(4005, 20)).await.0, 200);
     let sold = sell(&s, 4005, 1..=20).await;
     let order_of: HashMap<u64, String> = sold
@@ -559,7 +570,7 @@ async fn unpaid_orders_expire_and_their_items_sell_again(mq: Mq) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_outage_dead_letters_nothing() {
     let stack = Stack::with_db_proxy(Mq::Rabbit).await;
-    let s = Server::start(settings(), stack.components().await).await;
+    let s = Server::start_with(settings(), setup(), stack.components().await).await;
     assert_eq!(s.prewarm(activity(4007, 1_000)).await.0, 200);
     sell(&s, 4007, 1..=500).await;
     s.wait_orders_within(4007, 500, DELIVERY).await;

@@ -14,6 +14,8 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use seckill_service::ServiceError;
+
 use crate::ApiError;
 
 /// The success envelope `{"code":0,"message":"success","data":…}`.
@@ -47,9 +49,28 @@ pub(crate) fn envelope<T: Serialize>(
             .into_response(),
         Err(e) => {
             tracing::error!(error = %e, "serialising a response failed");
-            ApiError::Internal.into_response()
+            ApiError::Service(ServiceError::Internal).into_response()
         }
     }
+}
+
+/// The success envelope (200) of a service answer, or its error.
+pub(crate) fn answer<T: Serialize>(result: Result<T, ServiceError>) -> Response {
+    match result {
+        Ok(data) => ok(StatusCode::OK, &data),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+/// Reads and parses a JSON body into `T`, naming the offending field among `fields`.
+pub(crate) async fn json_body<T: DeserializeOwned>(
+    state: &crate::AppState,
+    req: axum::extract::Request,
+    fields: &[(&'static str, Kind, bool)],
+) -> Result<(axum::http::request::Parts, T), ApiError> {
+    let (parts, body) = req.into_parts();
+    let bytes = read_body(&parts.headers, body, state.max_body_bytes).await?;
+    Ok((parts, parse_json(&bytes, fields)?))
 }
 
 /// The JSON type a field must have, for error messages.
@@ -122,7 +143,7 @@ pub(crate) async fn read_body(
             if e.downcast_ref::<LengthLimitError>().is_some() {
                 ApiError::PayloadTooLarge(limit)
             } else {
-                ApiError::Invalid("could not read the request body".into())
+                ApiError::invalid("could not read the request body")
             }
         })?;
         let Ok(data) = frame.into_data() else {
@@ -154,8 +175,8 @@ pub(crate) fn parse_json<T: DeserializeOwned>(
     // serde would read a struct from an array too; only objects are accepted.
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(match serde_json::from_slice::<serde_json::Value>(bytes) {
-            Ok(_) => ApiError::Invalid("the body must be a JSON object".into()),
-            Err(e) => ApiError::Invalid(format!("malformed JSON: {e}").into()),
+            Ok(_) => ApiError::invalid("the body must be a JSON object"),
+            Err(e) => ApiError::invalid(format!("malformed JSON: {e}")),
         });
     }
     serde_json::from_slice(bytes).map_err(|e| diagnose(bytes, fields, &e))
@@ -168,22 +189,22 @@ fn diagnose(
 ) -> ApiError {
     let value: serde_json::Value = match serde_json::from_slice(bytes) {
         Ok(v) => v,
-        Err(e) => return ApiError::Invalid(format!("malformed JSON: {e}").into()),
+        Err(e) => return ApiError::invalid(format!("malformed JSON: {e}")),
     };
     let Some(obj) = value.as_object() else {
-        return ApiError::Invalid("the body must be a JSON object".into());
+        return ApiError::invalid("the body must be a JSON object");
     };
     for &(name, kind, required) in fields {
         match obj.get(name) {
             None | Some(serde_json::Value::Null) if required => {
-                return ApiError::Invalid(format!("missing field {name}").into());
+                return ApiError::invalid(format!("missing field {name}"));
             }
             None | Some(serde_json::Value::Null) => {}
             Some(v) if !kind.accepts(v) => return ApiError::invalid_field(name, kind.describe()),
             Some(_) => {}
         }
     }
-    ApiError::Invalid(format!("invalid body: {err}").into())
+    ApiError::invalid(format!("invalid body: {err}"))
 }
 
 /// Parses a path segment as a positive id.

@@ -7,11 +7,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use seckill_api::Components;
 use seckill_inventory::{
     Activity, CancelOutcome, Inventory, InventoryError, InventoryStats, MemoryInventory, OrderId,
     OutboxEntry, PrewarmOutcome, PurchaseOutcome, PurchaseRequest,
 };
+use seckill_service::Components;
 
 /// An inventory whose purchases wait for a gate (to hold the request queue's slots) or fail (a
 /// backend outage), delegating to the in-process inventory otherwise.

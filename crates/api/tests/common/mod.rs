@@ -8,7 +8,9 @@ pub mod stack;
 
 use std::time::Duration;
 
-use seckill_api::{App, Components, Settings};
+use seckill_api::{App, ServerConfig};
+use seckill_orders::OrdersConfig;
+use seckill_service::{Components, Pipeline, RateLimits, Service, Settings};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -16,37 +18,56 @@ use tokio::task::JoinHandle;
 pub struct Server {
     pub base: String,
     pub client: reqwest::Client,
-    pub app_state: seckill_api::AppState,
+    pub service: Service,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
     /// The pipeline, when the test holds it (see [`Server::start_holding_pipeline`]).
-    pipeline: Option<seckill_api::Pipeline>,
+    pipeline: Option<Pipeline>,
 }
 
 /// Settings for tests: the specification's, without the global rate limit unless a test sets it.
 pub fn settings() -> Settings {
     Settings {
-        rate_limit: None,
+        rate_limit: RateLimits {
+            enable: false,
+            ..RateLimits::default()
+        },
         ..Settings::default()
     }
 }
 
+/// The configuration of a test server beyond the service's settings.
+#[derive(Clone, Debug, Default)]
+pub struct Setup {
+    pub orders: OrdersConfig,
+    pub server: ServerConfig,
+}
+
+async fn app(settings: Settings, setup: Setup, components: Components) -> App {
+    let (service, pipeline) = Service::start(settings, &setup.orders, components)
+        .await
+        .expect("the service starts");
+    App::new(service, pipeline, setup.server, None)
+}
+
 impl Server {
     pub async fn start(settings: Settings, components: Components) -> Self {
-        let app = App::start(settings, components, None)
-            .await
-            .expect("app starts");
+        Self::start_with(settings, Setup::default(), components).await
+    }
+
+    pub async fn start_with(settings: Settings, setup: Setup, components: Components) -> Self {
+        let app = app(settings, setup, components).await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
-        let app_state = app.state.clone();
+        let service = app.service.clone();
         let task = tokio::spawn(seckill_api::serve(listener, app, async {
             let _ = rx.await;
         }));
         Self {
             base: format!("http://{addr}"),
             client: client(),
-            app_state,
+            service,
             stop: Some(tx),
             task: Some(task),
             pipeline: None,
@@ -55,37 +76,43 @@ impl Server {
 
     /// Starts an instance whose pipeline the test holds, so it can crash it
     /// ([`Server::crash_pipeline`]) while the HTTP side keeps serving.
-    pub async fn start_holding_pipeline(settings: Settings, components: Components) -> Self {
+    pub async fn start_holding_pipeline(
+        settings: Settings,
+        setup: Setup,
+        components: Components,
+    ) -> Self {
         let App {
             router,
             pipeline,
-            state,
-        } = App::start(settings, components, None)
-            .await
-            .expect("app starts");
+            service,
+            ..
+        } = app(settings, setup, components).await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await
+            axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(async {
+                let _ = rx.await;
+            })
+            .await
         });
         Self {
             base: format!("http://{addr}"),
             client: client(),
-            app_state: state,
+            service,
             stop: Some(tx),
             task: Some(task),
             pipeline: Some(pipeline),
         }
     }
 
-    /// Takes the held pipeline, to crash it with [`seckill_api::Pipeline::abort`] while the
-    /// server is borrowed elsewhere.
-    pub fn take_pipeline(&mut self) -> seckill_api::Pipeline {
+    /// Takes the held pipeline, to crash it with [`Pipeline::abort`] while the server is
+    /// borrowed elsewhere.
+    pub fn take_pipeline(&mut self) -> Pipeline {
         self.pipeline
             .take()
             .expect("started with start_holding_pipeline")
@@ -212,17 +239,12 @@ pub async fn components(
         Backend::Memory => (c, None),
         Backend::Redis => {
             let inv = std::sync::Arc::new(
-                seckill_inventory::RedisInventory::connect(
-                    &seckill_inventory::RedisSettings {
-                        // A loaded two-core machine can be slow to accept a pool's connections.
-                        connect_timeout: Duration::from_secs(10),
-                        ..seckill_inventory::RedisSettings::default()
-                    },
-                    seckill_inventory::RedisInventoryOptions {
-                        key_prefix: format!("test-api-{:016x}", rand::random::<u64>()),
-                        ..Default::default()
-                    },
-                )
+                seckill_inventory::RedisInventory::connect(seckill_inventory::RedisConfig {
+                    key_prefix: seckill_test_support::unique("test-api"),
+                    // A loaded two-core machine can be slow to accept a pool's connections.
+                    connect_timeout: Duration::from_secs(10),
+                    ..Default::default()
+                })
                 .await
                 .expect("these tests need Redis at 127.0.0.1:6379: run `bash scripts/test.sh`, which starts it"),
             );

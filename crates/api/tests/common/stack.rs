@@ -6,13 +6,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use seckill_api::Components;
-use seckill_api::pipeline::{AsyncResults, PURCHASE_WORKERS_GROUP, RedisResults};
-use seckill_inventory::{MemoryInventory, RedisInventory, RedisInventoryOptions, RedisSettings};
+use seckill_inventory::{MemoryInventory, RedisConfig, RedisInventory};
 use seckill_mq::{
     Broker, KafkaBroker, KafkaSettings, MemoryBroker, RabbitBroker, RabbitSettings, Topic,
 };
-use seckill_orders::{MemoryOrderStore, ORDER_SERVICE_GROUP, OrderStore, PgOrderStore, PgSettings};
+use seckill_orders::{
+    MemoryOrderStore, ORDER_SERVICE_GROUP, OrderStore, OrdersConfig, PgOrderStore,
+};
+use seckill_service::{AsyncResults, Components, RedisResults, consumer_groups};
 
 use super::proxy::Proxy;
 
@@ -40,16 +41,7 @@ pub struct Stack {
     /// advertised address, so the shared broker cannot be put behind one).
     private_kafka: Option<std::process::Child>,
     inventories: parking_lot::Mutex<Vec<Arc<RedisInventory>>>,
-    rabbits: parking_lot::Mutex<Vec<RabbitBroker>>,
-    kafkas: parking_lot::Mutex<Vec<Arc<KafkaBroker>>>,
-}
-
-fn unique() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("e2e_{}_{nanos}", std::process::id())
+    brokers: parking_lot::Mutex<Vec<Arc<dyn Broker>>>,
 }
 
 impl Stack {
@@ -69,7 +61,7 @@ impl Stack {
     }
 
     async fn build(mq: Mq, proxied: bool, db_proxied: bool) -> Self {
-        let name = unique();
+        let name = seckill_test_support::unique("e2e");
         if mq == Mq::Embedded {
             assert!(!proxied && !db_proxied, "nothing to proxy in embedded mode");
             let orders: Arc<dyn OrderStore> = Arc::new(MemoryOrderStore::new());
@@ -90,8 +82,7 @@ impl Stack {
                 db_proxy: None,
                 private_kafka: None,
                 inventories: Default::default(),
-                rabbits: Default::default(),
-                kafkas: Default::default(),
+                brokers: Default::default(),
             };
         }
         let db_proxy = if db_proxied {
@@ -101,11 +92,11 @@ impl Stack {
         };
         let port = db_proxy.as_ref().map_or(5432, |p| p.addr.port());
         let orders = Arc::new(
-            PgOrderStore::connect(&PgSettings {
-                url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+            PgOrderStore::connect(&OrdersConfig {
+                database_url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
                 schema: Some(name.clone()),
                 query_timeout: Duration::from_secs(2),
-                ..PgSettings::default()
+                ..OrdersConfig::default()
             })
             .await
             .expect("these tests need PostgreSQL at 127.0.0.1:5432: run `bash scripts/test.sh`"),
@@ -137,8 +128,7 @@ impl Stack {
             db_proxy,
             private_kafka,
             inventories: Default::default(),
-            rabbits: Default::default(),
-            kafkas: Default::default(),
+            brokers: Default::default(),
         }
     }
 
@@ -148,19 +138,14 @@ impl Stack {
             return c.clone();
         }
         let inventory = Arc::new(
-            RedisInventory::connect(
-                &RedisSettings {
-                    // A loaded two-core machine can be slow to accept a pool's connections.
-                    connect_timeout: Duration::from_secs(10),
-                    ..RedisSettings::default()
-                },
-                RedisInventoryOptions {
-                    key_prefix: self.name.clone(),
-                    // A crashed instance's claimed sales are taken over after 1 s.
-                    reclaim_after: Duration::from_secs(1),
-                    ..Default::default()
-                },
-            )
+            RedisInventory::connect(RedisConfig {
+                key_prefix: self.name.clone(),
+                // A crashed instance's claimed sales are taken over after 1 s.
+                reclaim_after: Duration::from_secs(1),
+                // A loaded two-core machine can be slow to accept a pool's connections.
+                connect_timeout: Duration::from_secs(10),
+                ..RedisConfig::default()
+            })
             .await
             .expect("these tests need Redis at 127.0.0.1:6379: run `bash scripts/test.sh`"),
         );
@@ -173,7 +158,6 @@ impl Stack {
                     .expect(
                         "these tests need RabbitMQ at 127.0.0.1:5672: run `bash scripts/test.sh`",
                     );
-                self.rabbits.lock().push(b.clone());
                 Arc::new(b)
             }
             Mq::Embedded => unreachable!("returned above"),
@@ -191,10 +175,10 @@ impl Stack {
                     .await
                     .expect("these tests need a Kafka broker at 127.0.0.1:9092: run `bash scripts/test.sh`"),
                 );
-                self.kafkas.lock().push(b.clone());
                 b
             }
         };
+        self.brokers.lock().push(broker.clone());
         Components {
             results: Some(Arc::new(RedisResults::new(
                 inventory.client().clone(),
@@ -210,13 +194,9 @@ impl Stack {
     /// Drops every broker connection made so far without a goodbye, as a killed process does:
     /// RabbitMQ requeues their unacknowledged messages, Kafka partition leases lapse.
     pub async fn kill_brokers(&self) {
-        let rabbits: Vec<_> = self.rabbits.lock().drain(..).collect();
-        for r in rabbits {
-            r.close().await;
-        }
-        let kafkas: Vec<_> = self.kafkas.lock().drain(..).collect();
-        for k in kafkas {
-            k.shutdown().await;
+        let brokers: Vec<_> = self.brokers.lock().drain(..).collect();
+        for b in brokers {
+            b.close().await;
         }
     }
 
@@ -231,10 +211,7 @@ impl Stack {
         RabbitSettings {
             url: format!("amqp://guest:guest@127.0.0.1:{port}/%2f"),
             prefix: self.name.clone(),
-            groups: vec![
-                (Topic::OrderCreated, ORDER_SERVICE_GROUP.into()),
-                (Topic::PurchaseRequested, PURCHASE_WORKERS_GROUP.into()),
-            ],
+            groups: consumer_groups(),
             ..RabbitSettings::default()
         }
     }
@@ -282,7 +259,7 @@ impl Stack {
             .await
             .unwrap();
             b.delete_topics().await.unwrap();
-            b.shutdown().await;
+            b.close().await;
         }
         if let Some(p) = &self.db_proxy {
             p.up();

@@ -107,7 +107,7 @@ impl Stats {
 }
 
 /// One line of [`Stats::snapshot`].
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct OutcomeCount {
     /// The outcome's label.
     pub outcome: &'static str,

@@ -119,7 +119,7 @@ pub async fn sweep_once(
 }
 
 /// Runs [`sweep_once`] every `interval` until `stop`.
-pub async fn sweeper(
+pub(crate) async fn sweeper(
     inventory: Arc<dyn Inventory>,
     orders: Arc<dyn OrderStore>,
     broker: Arc<dyn Broker>,

@@ -3,35 +3,40 @@
 //! for graceful shutdown.
 //!
 //! Asynchronous purchases go through the broker: the request is published (confirmed) to
-//! `seckill.purchase.requested` before the client gets its 202, so an instance that crashes
+//! `seckill.purchase.requested` before the client is answered, so an instance that crashes
 //! after answering loses nothing; workers of any instance (group [`PURCHASE_WORKERS_GROUP`])
 //! run it with the request id as its idempotency key — a redelivered request replays the first
-//! answer instead of buying twice — and write the result to the [`ResultStore`] (Redis in
+//! answer instead of buying twice — and write the result to the [`ResultStore`](crate::ResultStore) (Redis in
 //! production, so any instance can answer the poll).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use async_trait::async_trait;
-use parking_lot::Mutex;
 use seckill_inventory::{Inventory, OutboxEntry, PurchaseRequest};
 use seckill_mq::{Broker, Envelope, Message, MqError, OrderCreated, PurchaseRequested, Topic};
 use seckill_orders::{
-    Backoff, ORDER_SERVICE_GROUP, OrderConsumer, OrderStore, next_delivery, now_ms,
+    Backoff, ORDER_SERVICE_GROUP, OrderConsumer, OrdersConfig, next_delivery, now_ms,
 };
-use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::ApiError;
-use crate::error::codes;
+use crate::Inner;
+use crate::results::AsyncStatus;
 
 /// The consumer group of the asynchronous purchase workers.
 pub const PURCHASE_WORKERS_GROUP: &str = "purchase-workers";
+
+/// The consumer groups the service subscribes, by topic: brokers that must declare a group's
+/// queue before anything is published to it are given these.
+pub fn consumer_groups() -> Vec<(Topic, String)> {
+    vec![
+        (Topic::OrderCreated, ORDER_SERVICE_GROUP.to_owned()),
+        (Topic::PurchaseRequested, PURCHASE_WORKERS_GROUP.to_owned()),
+    ]
+}
 
 /// Concurrent order consumers per instance: the store's and the broker's round trips overlap.
 const ORDER_CONSUMERS: usize = 4;
@@ -42,137 +47,14 @@ const PUBLISH_BATCH: usize = 256;
 /// Outbox entries relayed per broker batch.
 const RELAY_BATCH: usize = 256;
 
-/// The state of an asynchronous purchase.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "status", rename_all = "snake_case")]
-pub enum AsyncStatus {
-    /// Accepted, not run yet.
-    Pending,
-    /// Sold.
-    Success {
-        /// The order.
-        order_id: String,
-        /// Stock left after the sale.
-        remaining_stock: u64,
-    },
-    /// Not sold.
-    Failed {
-        /// The envelope code the synchronous purchase would have answered.
-        code: i32,
-        /// Why.
-        reason: String,
-    },
-}
-
-/// Where asynchronous purchase results are kept for their time-to-live.
-#[async_trait]
-pub trait ResultStore: Send + Sync + 'static {
-    /// Records a status (replacing the previous one).
-    ///
-    /// # Errors
-    /// The store failed.
-    async fn put(&self, id: &str, status: &AsyncStatus) -> Result<(), ResultStoreError>;
-    /// The status of a request, `None` when unknown or expired.
-    ///
-    /// # Errors
-    /// The store failed.
-    async fn get(&self, id: &str) -> Result<Option<AsyncStatus>, ResultStoreError>;
-    /// Forgets a request.
-    ///
-    /// # Errors
-    /// The store failed.
-    async fn remove(&self, id: &str) -> Result<(), ResultStoreError>;
-    /// Requests still pending, where the store can count them cheaply.
-    fn pending(&self) -> Option<usize>;
-}
-
-/// A failure of a [`ResultStore`].
-#[derive(Debug, thiserror::Error)]
-#[error("result store failed: {0}")]
-pub struct ResultStoreError(pub String);
-
-/// Results of asynchronous purchases in this process, kept for a time-to-live (embedded mode).
-pub struct AsyncResults {
-    ttl: Duration,
-    map: Mutex<HashMap<String, (AsyncStatus, Instant)>>,
-}
-
-impl AsyncResults {
-    /// Keeps each result for `ttl` after its last update.
-    pub fn new(ttl: Duration) -> Self {
-        Self {
-            ttl,
-            map: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Records a status.
-    pub fn put(&self, id: &str, status: AsyncStatus) {
-        let now = Instant::now();
-        let mut map = self.map.lock();
-        // Amortised expiry: sweep when the map doubles past a small floor.
-        if map.len() >= 1024 && map.len().is_power_of_two() {
-            map.retain(|_, (_, at)| now.saturating_duration_since(*at) < self.ttl);
-        }
-        map.insert(id.to_owned(), (status, now));
-    }
-
-    /// Forgets a request.
-    pub fn remove(&self, id: &str) {
-        self.map.lock().remove(id);
-    }
-
-    /// The status of a request, `None` when unknown or expired.
-    pub fn get(&self, id: &str) -> Option<AsyncStatus> {
-        let map = self.map.lock();
-        map.get(id)
-            .filter(|(_, at)| at.elapsed() < self.ttl)
-            .map(|(s, _)| s.clone())
-    }
-
-    /// Requests still pending.
-    pub fn pending(&self) -> usize {
-        self.map
-            .lock()
-            .values()
-            .filter(|(s, _)| *s == AsyncStatus::Pending)
-            .count()
-    }
-}
-
-#[async_trait]
-impl ResultStore for AsyncResults {
-    async fn put(&self, id: &str, status: &AsyncStatus) -> Result<(), ResultStoreError> {
-        AsyncResults::put(self, id, status.clone());
-        Ok(())
-    }
-    async fn get(&self, id: &str) -> Result<Option<AsyncStatus>, ResultStoreError> {
-        Ok(AsyncResults::get(self, id))
-    }
-    async fn remove(&self, id: &str) -> Result<(), ResultStoreError> {
-        AsyncResults::remove(self, id);
-        Ok(())
-    }
-    fn pending(&self) -> Option<usize> {
-        Some(AsyncResults::pending(self))
-    }
-}
-
 /// An accepted asynchronous purchase waiting to be published, with where to report the
 /// broker's confirm.
 #[derive(Debug)]
-pub struct Job {
+pub(crate) struct Job {
     /// The message.
-    pub envelope: Envelope,
+    pub(crate) envelope: Envelope,
     /// Receives the publish result.
-    pub done: oneshot::Sender<Result<(), MqError>>,
-}
-
-/// Runs one purchase for a worker; implemented by the application state.
-#[async_trait::async_trait]
-pub trait JobRunner: Send + Sync + 'static {
-    /// Runs the purchase through the breaker and the inventory.
-    async fn run(&self, request: &PurchaseRequest) -> Result<AsyncStatus, ApiError>;
+    pub(crate) done: oneshot::Sender<Result<(), MqError>>,
 }
 
 /// Handles of the background tasks.
@@ -183,28 +65,6 @@ pub struct Pipeline {
     jobs: mpsc::Sender<Job>,
     stop: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
-}
-
-/// What [`Pipeline::start`] runs on.
-pub struct PipelineParts {
-    /// Stock and the outbox.
-    pub inventory: Arc<dyn Inventory>,
-    /// The broker.
-    pub broker: Arc<dyn Broker>,
-    /// Orders.
-    pub orders: Arc<dyn OrderStore>,
-    /// Runs asynchronous purchases.
-    pub runner: Arc<dyn JobRunner>,
-    /// Where their results go.
-    pub results: Arc<dyn ResultStore>,
-    /// Concurrent asynchronous purchase workers.
-    pub workers: usize,
-    /// Time a buyer has to pay.
-    pub payment_timeout: Duration,
-    /// How often the sweeper runs.
-    pub sweep_interval: Duration,
-    /// How long asynchronous results are kept; older requests are not run any more.
-    pub result_ttl: Duration,
 }
 
 /// Converts an outbox entry to the message the order service consumes.
@@ -227,11 +87,7 @@ pub fn order_created(entry: &OutboxEntry) -> Envelope {
 /// Moves sales from the inventory's outbox to the broker until `stop`: a batch is acknowledged
 /// in the outbox only after the broker confirmed all of it, so a crash at any point re-sends
 /// rather than loses (the consumer de-duplicates).
-pub async fn relay(
-    inventory: Arc<dyn Inventory>,
-    broker: Arc<dyn Broker>,
-    stop: CancellationToken,
-) {
+async fn relay(inventory: Arc<dyn Inventory>, broker: Arc<dyn Broker>, stop: CancellationToken) {
     let relayed = metrics::counter!("seckill_relay_messages_total");
     let mut delay = Backoff::default();
     loop {
@@ -271,26 +127,18 @@ pub async fn relay(
 }
 
 impl Pipeline {
-    /// Starts the relay, the order consumer, the sweeper, the publisher of accepted
+    /// Starts the relay, the order consumers, the sweeper, the publisher of accepted
     /// asynchronous purchases (fed by the channel `(tx, rx)`) and the purchase workers.
     ///
     /// # Errors
     /// The broker refused a subscription.
-    pub async fn start(
-        parts: PipelineParts,
-        (tx, mut rx): (mpsc::Sender<Job>, mpsc::Receiver<Job>),
+    pub(crate) async fn start(
+        service: Arc<Inner>,
+        orders: &OrdersConfig,
+        (tx, rx): (mpsc::Sender<Job>, mpsc::Receiver<Job>),
     ) -> Result<Self, MqError> {
-        let PipelineParts {
-            inventory,
-            broker,
-            orders,
-            runner,
-            results,
-            workers,
-            payment_timeout,
-            sweep_interval,
-            result_ttl,
-        } = parts;
+        let broker = service.broker.clone();
+        let workers = service.settings.async_workers.get();
         // Every subscription first: a refused one fails the start before anything runs.
         let mut order_subs = Vec::with_capacity(ORDER_CONSUMERS);
         for _ in 0..ORDER_CONSUMERS {
@@ -300,8 +148,8 @@ impl Pipeline {
                     .await?,
             );
         }
-        let mut worker_subs = Vec::with_capacity(workers.max(1));
-        for _ in 0..workers.max(1) {
+        let mut worker_subs = Vec::with_capacity(workers);
+        for _ in 0..workers {
             worker_subs.push(
                 broker
                     .subscribe(Topic::PurchaseRequested, PURCHASE_WORKERS_GROUP)
@@ -311,66 +159,34 @@ impl Pipeline {
         let stop = CancellationToken::new();
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(relay(
-            inventory.clone(),
+            service.inventory.clone(),
             broker.clone(),
             stop.clone(),
         )));
-        let consumer = OrderConsumer::new(orders.clone(), broker.clone())
-            .with_payment_timeout(payment_timeout);
+        let consumer = OrderConsumer::new(service.orders.clone(), broker.clone())
+            .with_payment_timeout(orders.payment_timeout);
         for sub in order_subs {
             tasks.push(tokio::spawn(consumer.clone().run(sub, stop.clone())));
         }
         tasks.push(tokio::spawn(crate::lifecycle::sweeper(
-            inventory.clone(),
-            orders,
+            service.inventory.clone(),
+            service.orders.clone(),
             broker.clone(),
-            sweep_interval,
+            orders.sweep_interval,
             stop.clone(),
         )));
-        // The publisher: batches accepted requests so their confirms are awaited together.
-        let publisher_broker = broker.clone();
-        let publisher_stop = stop.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut batch = Vec::with_capacity(PUBLISH_BATCH);
-            loop {
-                let first = tokio::select! {
-                    () = publisher_stop.cancelled() => return,
-                    j = rx.recv() => j,
-                };
-                let Some(first) = first else { return };
-                batch.push(first);
-                while batch.len() < PUBLISH_BATCH {
-                    match rx.try_recv() {
-                        Ok(j) => batch.push(j),
-                        Err(_) => break,
-                    }
-                }
-                let envelopes: Vec<Envelope> = batch.iter().map(|j| j.envelope.clone()).collect();
-                let r = publisher_broker.publish_batch(&envelopes).await;
-                for job in batch.drain(..) {
-                    let _ = job.done.send(match &r {
-                        Ok(()) => Ok(()),
-                        Err(_) => Err(MqError::Nacked),
-                    });
-                }
-                if let Err(e) = r {
-                    tracing::warn!(error = %e, n = envelopes.len(), "publishing accepted purchases failed; they were refused");
-                }
-            }
-        }));
+        tasks.push(tokio::spawn(publisher(rx, broker.clone(), stop.clone())));
         let in_progress = Arc::new(AtomicUsize::new(0));
         for sub in worker_subs {
             tasks.push(tokio::spawn(worker(
                 sub,
-                runner.clone(),
-                results.clone(),
-                result_ttl,
+                service.clone(),
                 in_progress.clone(),
                 stop.clone(),
             )));
         }
         Ok(Self {
-            inventory,
+            inventory: service.inventory.clone(),
             broker,
             jobs_in_progress: in_progress,
             jobs: tx,
@@ -444,16 +260,45 @@ impl Pipeline {
     }
 }
 
+/// The publisher of accepted asynchronous purchases: batches them so their confirms are
+/// awaited together, and reports each confirm to the request waiting for it.
+async fn publisher(mut rx: mpsc::Receiver<Job>, broker: Arc<dyn Broker>, stop: CancellationToken) {
+    let mut batch = Vec::with_capacity(PUBLISH_BATCH);
+    loop {
+        let first = tokio::select! {
+            () = stop.cancelled() => return,
+            j = rx.recv() => j,
+        };
+        let Some(first) = first else { return };
+        batch.push(first);
+        while batch.len() < PUBLISH_BATCH {
+            match rx.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        let envelopes: Vec<Envelope> = batch.iter().map(|j| j.envelope.clone()).collect();
+        let r = broker.publish_batch(&envelopes).await;
+        for job in batch.drain(..) {
+            let _ = job.done.send(match &r {
+                Ok(()) => Ok(()),
+                Err(_) => Err(MqError::Nacked),
+            });
+        }
+        if let Err(e) = r {
+            tracing::warn!(error = %e, n = envelopes.len(), "publishing accepted purchases failed; they were not confirmed");
+        }
+    }
+}
+
 /// One asynchronous purchase worker: runs requests from the broker and records their results.
 async fn worker(
     mut sub: Box<dyn seckill_mq::Subscription>,
-    runner: Arc<dyn JobRunner>,
-    results: Arc<dyn ResultStore>,
-    result_ttl: Duration,
+    service: Arc<Inner>,
     in_progress: Arc<AtomicUsize>,
     stop: CancellationToken,
 ) {
-    let ttl_ms = i64::try_from(result_ttl.as_millis()).unwrap_or(i64::MAX);
+    let ttl_ms = i64::try_from(service.settings.result_ttl.as_millis()).unwrap_or(i64::MAX);
     let mut backoff = Backoff::default();
     while let Some(delivery) =
         next_delivery(&mut *sub, &stop, &mut backoff, "purchase worker").await
@@ -481,25 +326,20 @@ async fn worker(
         // outage never uses up the broker's delivery attempts; on shutdown the delivery is
         // dropped unsettled and runs again elsewhere (replayed, never bought twice).
         let status = loop {
-            match runner.run(&request).await {
+            match service.run_async(&request).await {
                 Ok(s) => break Some(s),
-                Err(e) if e.code() == codes::BACKEND_UNAVAILABLE => {
+                Err(e) if e.is_transient() => {
                     if backoff.wait(&stop).await {
                         break None;
                     }
                 }
-                Err(e) => {
-                    break Some(AsyncStatus::Failed {
-                        code: e.code(),
-                        reason: e.to_string(),
-                    });
-                }
+                Err(e) => break Some(AsyncStatus::failed(&e)),
             }
         };
         let stored = match status {
             None => false,
             Some(status) => loop {
-                match results.put(&req.request_id, &status).await {
+                match service.results.put(&req.request_id, &status).await {
                     Ok(()) => break true,
                     Err(e) => {
                         tracing::warn!(error = %e, "purchase worker: storing the result failed; retrying");
@@ -530,68 +370,4 @@ pub fn purchase_requested(request_id: &str, request: &PurchaseRequest) -> Envelo
             quantity: request.quantity,
         }),
     )
-}
-
-/// Results of asynchronous purchases in Redis, so the instance a client polls need not be the
-/// one that ran its purchase. Keys `{prefix}:result:{request_id}`, JSON values, expiring after
-/// the time-to-live.
-#[cfg(feature = "redis")]
-pub struct RedisResults {
-    client: seckill_inventory::RedisClient,
-    prefix: String,
-    ttl: Duration,
-}
-
-#[cfg(feature = "redis")]
-impl RedisResults {
-    /// Results under `prefix`, kept for `ttl`.
-    pub fn new(client: seckill_inventory::RedisClient, prefix: &str, ttl: Duration) -> Self {
-        Self {
-            client,
-            prefix: prefix.to_owned(),
-            ttl,
-        }
-    }
-
-    fn key(&self, id: &str) -> String {
-        format!("{}:result:{id}", self.prefix)
-    }
-}
-
-#[cfg(feature = "redis")]
-#[async_trait]
-impl ResultStore for RedisResults {
-    async fn put(&self, id: &str, status: &AsyncStatus) -> Result<(), ResultStoreError> {
-        let json = serde_json::to_string(status).map_err(|e| ResultStoreError(e.to_string()))?;
-        self.client
-            .set_px(&self.key(id), &json, self.ttl)
-            .await
-            .map_err(|e| ResultStoreError(e.to_string()))
-    }
-
-    async fn get(&self, id: &str) -> Result<Option<AsyncStatus>, ResultStoreError> {
-        let Some(json) = self
-            .client
-            .get_string(&self.key(id))
-            .await
-            .map_err(|e| ResultStoreError(e.to_string()))?
-        else {
-            return Ok(None);
-        };
-        serde_json::from_str(&json)
-            .map(Some)
-            .map_err(|e| ResultStoreError(e.to_string()))
-    }
-
-    async fn remove(&self, id: &str) -> Result<(), ResultStoreError> {
-        self.client
-            .delete(&[self.key(id)])
-            .await
-            .map(|_| ())
-            .map_err(|e| ResultStoreError(e.to_string()))
-    }
-
-    fn pending(&self) -> Option<usize> {
-        None
-    }
 }

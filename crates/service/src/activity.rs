@@ -1,0 +1,242 @@
+//! Prewarm input and the product views.
+
+use chrono::{DateTime, Utc};
+use seckill_inventory::{Activity, ActivityStatus, InventoryError, PrewarmOutcome};
+use serde::{Deserialize, Serialize};
+
+use crate::Service;
+use crate::error::{Missing, Refusal, ServiceError};
+
+/// Highest accepted price.
+const MAX_PRICE: f64 = 1e10;
+
+/// An activity as a front received it, before validation: the specification's prewarm body
+/// plus `per_user_limit` (default 1) and `force` (default false).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+pub struct ActivityInput {
+    /// The product (> 0).
+    pub product_id: u64,
+    /// Display name, 1 to 200 characters.
+    pub product_name: String,
+    /// Unit price, 0 to 10,000,000,000, rounded to cents.
+    pub price: f64,
+    /// Items on sale.
+    pub stock: u64,
+    /// RFC 3339 start of the sale.
+    pub start_time: String,
+    /// RFC 3339 end of the sale, after the start.
+    pub end_time: String,
+    /// `active` (default) or `inactive`.
+    #[serde(default)]
+    pub status: Option<String>,
+    /// Most items one buyer may buy (default 1).
+    #[serde(default)]
+    pub per_user_limit: Option<u64>,
+    /// Replace an activity whose sale has started: a new epoch with fresh stock and buyers.
+    #[serde(default)]
+    pub force: bool,
+}
+
+fn timestamp(field: &str, raw: &str) -> Result<DateTime<Utc>, ServiceError> {
+    DateTime::parse_from_rfc3339(raw)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| ServiceError::invalid_field(field, "must be an RFC 3339 timestamp"))
+}
+
+impl ActivityInput {
+    /// The validated activity.
+    ///
+    /// # Errors
+    /// [`ServiceError::Invalid`] naming the first invalid field.
+    pub fn validate(&self) -> Result<Activity, ServiceError> {
+        if !self.price.is_finite() || self.price < 0.0 || self.price > MAX_PRICE {
+            return Err(ServiceError::invalid_field(
+                "price",
+                "must be a number between 0 and 10000000000",
+            ));
+        }
+        let status = match self.status.as_deref() {
+            None | Some("active") => ActivityStatus::Active,
+            Some("inactive") => ActivityStatus::Inactive,
+            Some(_) => {
+                return Err(ServiceError::invalid_field(
+                    "status",
+                    "must be \"active\" or \"inactive\"",
+                ));
+            }
+        };
+        let a = Activity {
+            product_id: self.product_id,
+            product_name: self.product_name.clone(),
+            price_cents: (self.price * 100.0).round() as u64,
+            stock: self.stock,
+            start_time: timestamp("start_time", &self.start_time)?,
+            end_time: timestamp("end_time", &self.end_time)?,
+            status,
+            per_user_limit: match self.per_user_limit {
+                None => 1,
+                Some(n) => u32::try_from(n).unwrap_or(0),
+            },
+        };
+        a.validate().map_err(|e| match e {
+            InventoryError::InvalidActivity { field, reason } => {
+                ServiceError::invalid_field(field, &reason)
+            }
+            _ => ServiceError::Internal,
+        })?;
+        Ok(a)
+    }
+}
+
+/// The answer to a prewarm.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Prewarmed {
+    /// The product.
+    pub product_id: u64,
+    /// The activity's epoch: a forced re-prewarm starts a new one.
+    pub epoch: u64,
+    /// `created`, `unchanged` or `replaced`.
+    pub result: &'static str,
+    /// Items on sale.
+    pub stock: u64,
+}
+
+/// One product's sale. The ledger `initial_stock = remaining_stock + live orders + in_transit`
+/// holds at every moment.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ProductStats {
+    /// The product.
+    pub product_id: u64,
+    /// Display name.
+    pub product_name: String,
+    /// `active` or `inactive`.
+    pub status: &'static str,
+    /// Unit price.
+    pub price: f64,
+    /// RFC 3339 start.
+    pub start_time: String,
+    /// RFC 3339 end.
+    pub end_time: String,
+    /// Most items per buyer.
+    pub per_user_limit: u32,
+    /// The activity's epoch.
+    pub epoch: u64,
+    /// Items at prewarm.
+    pub initial_stock: u64,
+    /// Items left.
+    pub remaining_stock: u64,
+    /// Items sold (cancelled ones included).
+    pub sold: u64,
+    /// Buyers holding a purchase.
+    pub buyers: u64,
+    /// Items returned by cancels.
+    pub cancelled: u64,
+    /// Orders stored.
+    pub orders_created: u64,
+    /// Sales waiting in the outbox.
+    pub outbox_pending: u64,
+    /// Items sold but not yet stored as orders.
+    pub in_transit: u64,
+}
+
+impl Service {
+    /// Loads an activity into the inventory before its sale.
+    ///
+    /// # Errors
+    /// [`ServiceError::Invalid`] for an invalid field (nothing is written),
+    /// [`Refusal::SaleStarted`] when the loaded activity's sale has started and `force` is not
+    /// set, "backend unavailable" when the inventory fails.
+    pub async fn prewarm(&self, input: ActivityInput) -> Result<Prewarmed, ServiceError> {
+        let s = &*self.0;
+        let activity = input.validate()?;
+        let outcome = s
+            .inventory
+            .prewarm(&activity, input.force)
+            .await
+            .map_err(|e| s.backend("prewarm", &e))?;
+        let (epoch, result) = match outcome {
+            PrewarmOutcome::Created { epoch } => (epoch, "created"),
+            PrewarmOutcome::Unchanged { epoch } => (epoch, "unchanged"),
+            PrewarmOutcome::Replaced { epoch } => (epoch, "replaced"),
+            PrewarmOutcome::SaleStarted => {
+                return Err(ServiceError::Refused(Refusal::SaleStarted));
+            }
+        };
+        tracing::info!(
+            product_id = activity.product_id,
+            epoch,
+            result,
+            "activity prewarmed"
+        );
+        Ok(Prewarmed {
+            product_id: activity.product_id,
+            epoch,
+            result,
+            stock: activity.stock,
+        })
+    }
+
+    /// One product's sale: the activity, the stock ledger and the orders stored.
+    ///
+    /// # Errors
+    /// [`Missing::Product`], or "backend unavailable".
+    pub async fn product_stats(&self, product_id: u64) -> Result<ProductStats, ServiceError> {
+        let s = &*self.0;
+        let (activity, stats) = tokio::try_join!(
+            s.inventory.activity(product_id),
+            s.inventory.stats(product_id)
+        )
+        .map_err(|e| s.backend("reading stats", &e))?;
+        let (Some(a), Some(st)) = (activity, stats) else {
+            return Err(ServiceError::NotFound(Missing::Product));
+        };
+        let counts = s
+            .orders
+            .counts(product_id, st.epoch)
+            .await
+            .map_err(|e| s.backend("counting orders", &e))?;
+        Ok(ProductStats {
+            product_id,
+            product_name: a.product_name,
+            status: a.status.as_str(),
+            price: a.price_cents as f64 / 100.0,
+            start_time: a.start_time.to_rfc3339(),
+            end_time: a.end_time.to_rfc3339(),
+            per_user_limit: a.per_user_limit,
+            epoch: st.epoch,
+            initial_stock: st.initial_stock,
+            remaining_stock: st.remaining_stock,
+            sold: st.sold,
+            buyers: st.buyers,
+            cancelled: st.cancelled,
+            orders_created: counts.orders,
+            outbox_pending: st.outbox_pending,
+            // Live orders are the stored ones not cancelled; the rest of what was sold is on
+            // its way to the order store.
+            in_transit: st.sold.saturating_sub(counts.live_items),
+        })
+    }
+
+    /// Whether `user_id` holds a purchase of `product_id`.
+    ///
+    /// # Errors
+    /// [`Missing::Product`] for a product never prewarmed, or "backend unavailable".
+    pub async fn has_purchased(&self, product_id: u64, user_id: u64) -> Result<bool, ServiceError> {
+        let s = &*self.0;
+        let purchased = s
+            .inventory
+            .has_purchased(product_id, user_id)
+            .await
+            .map_err(|e| s.backend("reading buyers", &e))?;
+        if !purchased
+            && s.inventory
+                .activity(product_id)
+                .await
+                .map_err(|e| s.backend("reading the activity", &e))?
+                .is_none()
+        {
+            return Err(ServiceError::NotFound(Missing::Product));
+        }
+        Ok(purchased)
+    }
+}
