@@ -3,12 +3,14 @@
 
 use std::fmt;
 use std::num::NonZeroU32;
+use std::str::FromStr;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use parking_lot::Mutex;
 
 use crate::chain::ChainLevel;
 use crate::clock::{Clock, SystemClock};
+use crate::error::ConfigError;
 use crate::limiter::{Quota, RateLimited, RateLimiter};
 use crate::token_bucket::TokenBucket;
 use crate::window::{FixedWindow, SlidingWindow};
@@ -60,6 +62,21 @@ impl Algorithm {
 impl fmt::Display for Algorithm {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// Parses a configuration name ([`Algorithm::as_str`]).
+impl FromStr for Algorithm {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        Self::ALL
+            .into_iter()
+            .find(|a| a.as_str() == s)
+            .ok_or(ConfigError::Invalid {
+                name: "algorithm",
+                reason: "must be token_bucket, sliding_window or fixed_window",
+            })
     }
 }
 
@@ -286,6 +303,11 @@ mod tests {
     fn names_and_accessors() {
         let names: Vec<_> = Algorithm::ALL.iter().map(|a| a.to_string()).collect();
         assert_eq!(names, ["token_bucket", "sliding_window", "fixed_window"]);
+        for a in Algorithm::ALL {
+            assert_eq!(a.as_str().parse::<Algorithm>(), Ok(a));
+        }
+        let err = "leaky_bucket".parse::<Algorithm>().unwrap_err();
+        assert_eq!(err.name(), "algorithm");
         let q = Quota::per_second(nz(5));
         let (l, _clock) = limiter(Algorithm::FixedWindow, q);
         assert_eq!((l.algorithm(), l.quota()), (Algorithm::FixedWindow, q));
