@@ -14,32 +14,12 @@
 //!   literal prefix.
 //!
 //! # Example
-//! ```no_run
-//! use std::time::Duration;
-//! use fred::types::config::ReconnectPolicy;
-//! use seckill_redis_support::{Connection, PoolOptions, connect_pool, purge};
+//! ```
+//! use seckill_redis_support::glob_escape;
 //!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let connection = Connection {
-//!     host: "127.0.0.1",
-//!     port: 6379,
-//!     password: None,
-//!     db: 0,
-//!     pool_size: 2,
-//!     connect_timeout: Duration::from_secs(2),
-//!     command_timeout: Duration::from_secs(1),
-//! };
-//! let options = PoolOptions {
-//!     reconnect: ReconnectPolicy::new_exponential(0, 100, 1_000, 2),
-//!     retry_first_connection: false,
-//! };
-//! let pool = connect_pool(&connection, &options).await?;
-//! // Every key starting with `tenant*1:` (the `*` is taken literally), nothing else.
-//! let removed = purge(pool.next(), "tenant*1:", "*").await?;
-//! println!("removed {removed} keys");
-//! # Ok(())
-//! # }
+//! // `purge(client, "tenant*1:", "*")` scans for this pattern: the prefix matches only
+//! // itself, the suffix is a glob.
+//! assert_eq!(format!("{}*", glob_escape("tenant*1:")), r"tenant\*1:*");
 //! ```
 
 use std::time::Duration;
@@ -157,6 +137,34 @@ pub async fn wait_connected(pool: &Pool, connection: &Connection<'_>) -> Result<
 ///
 /// # Errors
 /// As [`wait_connected`], or [`ConnectError::Failed`] when the pool could not be built.
+///
+/// # Example
+/// ```no_run
+/// use std::time::Duration;
+/// use fred::types::config::ReconnectPolicy;
+/// use seckill_redis_support::{Connection, PoolOptions, connect_pool, purge};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let connection = Connection {
+///     host: "127.0.0.1",
+///     port: 6379,
+///     password: None,
+///     db: 0,
+///     pool_size: 2,
+///     connect_timeout: Duration::from_secs(2),
+///     command_timeout: Duration::from_secs(1),
+/// };
+/// let options = PoolOptions {
+///     reconnect: ReconnectPolicy::new_exponential(0, 100, 1_000, 2),
+///     retry_first_connection: false,
+/// };
+/// let pool = connect_pool(&connection, &options).await?;
+/// let removed = purge(pool.next(), "tenant*1:", "*").await?;
+/// println!("removed {removed} keys");
+/// # Ok(())
+/// # }
+/// ```
 pub async fn connect_pool(
     connection: &Connection<'_>,
     options: &PoolOptions,
