@@ -32,6 +32,7 @@
 //! - `limiter`: the [`RateLimiter`] trait, [`RateLimited`], [`Quota`].
 //! - `token_bucket`: [`TokenBucket`], GCRA in one atomic.
 //! - `window/`: [`FixedWindow`] and [`SlidingWindow`] counters over one shared atomic cell.
+//! - `spin`: the lock bit a quota change sets in a limiter's state word (internal).
 //! - `algorithm`: [`Algorithm`] and [`Limiter`], any of the three over one [`Quota`],
 //!   switchable at run time.
 //! - `keyed`: [`KeyedLimiter`], per-key token buckets under a hard memory cap.
@@ -80,6 +81,7 @@ mod limiter;
 mod queue;
 #[cfg(feature = "redis")]
 mod redis;
+mod spin;
 mod token_bucket;
 #[cfg(feature = "tower")]
 pub mod tower;

@@ -6,9 +6,8 @@ use std::time::Duration;
 
 use crate::clock::{Clock, SystemClock, now_nanos};
 use crate::limiter::{Gcra, Quota, RateLimited, RateLimiter, never};
+use crate::spin::{LOCK, load_unlocked, lock};
 
-/// Set in the TAT word while [`TokenBucket::set_quota`] swaps parameters.
-const LOCK: u64 = 1 << 63;
 /// The largest storable TAT (292 years of clock time).
 const MAX_TAT: u64 = LOCK - 1;
 
@@ -216,47 +215,6 @@ impl<C: Clock> fmt::Debug for TokenBucket<C> {
                 &(self.state.tat.load(Ordering::Relaxed) & !LOCK),
             )
             .finish_non_exhaustive()
-    }
-}
-
-/// Spins (briefly) until `word` is not locked by `set_quota`.
-#[cold]
-fn load_unlocked(word: &AtomicU64) -> u64 {
-    let mut spins = 0u32;
-    loop {
-        let v = word.load(Ordering::Acquire);
-        if v & LOCK == 0 {
-            return v;
-        }
-        backoff(&mut spins);
-    }
-}
-
-/// Sets the lock bit, returning the unlocked TAT it replaced.
-fn lock(word: &AtomicU64) -> u64 {
-    let mut spins = 0u32;
-    let mut v = word.load(Ordering::Acquire);
-    loop {
-        if v & LOCK != 0 {
-            backoff(&mut spins);
-            v = word.load(Ordering::Acquire);
-            continue;
-        }
-        match word.compare_exchange_weak(v, v | LOCK, Ordering::AcqRel, Ordering::Acquire) {
-            Ok(_) => return v,
-            Err(actual) => v = actual,
-        }
-    }
-}
-
-/// One step of a short spin, then yields: waiting for a lever that holds a lock for
-/// nanoseconds.
-pub(crate) fn backoff(spins: &mut u32) {
-    *spins += 1;
-    if *spins < 64 {
-        std::hint::spin_loop();
-    } else {
-        std::thread::yield_now();
     }
 }
 

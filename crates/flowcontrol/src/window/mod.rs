@@ -17,9 +17,7 @@ use std::time::Duration;
 use crate::clock::duration_to_nanos;
 use crate::error::ConfigError;
 use crate::limiter::{Gcra, Quota, RateLimited};
-
-/// Set in the cell while the parameters are being replaced.
-const LOCK: u64 = 1 << 63;
+use crate::spin::{LOCK, load_unlocked, lock};
 
 /// How a (bucket index, count) pair is packed into the 63 bits below [`LOCK`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -329,30 +327,6 @@ impl Counter {
         self.cell
             .store(packing.pack(base, spent), Ordering::Release);
         before
-    }
-}
-
-/// Spins (briefly) until `cell` is not locked.
-#[cold]
-fn load_unlocked(cell: &AtomicU64) -> u64 {
-    let mut spins = 0u32;
-    loop {
-        let v = cell.load(Ordering::Acquire);
-        if v & LOCK == 0 {
-            return v;
-        }
-        crate::token_bucket::backoff(&mut spins);
-    }
-}
-
-/// Sets the lock bit, returning the unlocked value it replaced.
-fn lock(cell: &AtomicU64) -> u64 {
-    let mut v = load_unlocked(cell);
-    loop {
-        match cell.compare_exchange_weak(v, v | LOCK, Ordering::AcqRel, Ordering::Acquire) {
-            Ok(_) => return v,
-            Err(_) => v = load_unlocked(cell),
-        }
     }
 }
 
