@@ -32,7 +32,6 @@ pub struct OrderConsumer {
 /// Most deliveries handled together by [`OrderConsumer::run`].
 pub const MAX_BATCH: usize = 128;
 
-
 impl OrderConsumer {
     /// A consumer writing to `store` and publishing follow-ups to `broker`; orders get
     /// [`DEFAULT_PAYMENT_TIMEOUT`](crate::DEFAULT_PAYMENT_TIMEOUT) to be paid.

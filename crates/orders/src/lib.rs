@@ -42,10 +42,7 @@ mod postgres;
 mod store;
 
 pub use config::{DEFAULT_PAYMENT_TIMEOUT, OrderStoreKind, OrdersConfig};
-pub use consumer::{
-    Backoff, MAX_BATCH, ORDER_SERVICE_GROUP, OrderConsumer, next_delivery,
-    now_ms,
-};
+pub use consumer::{Backoff, MAX_BATCH, ORDER_SERVICE_GROUP, OrderConsumer, next_delivery, now_ms};
 pub use error::OrderError;
 #[cfg(feature = "postgres")]
 pub use postgres::PgOrderStore;

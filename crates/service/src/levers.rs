@@ -89,30 +89,10 @@ impl RateLimitView {
     fn of(limit: Option<GlobalLimit>) -> Self {
         Self {
             enable: limit.is_some(),
-            algorithm: limit.map(|l| algorithm_name(l.algorithm)),
+            algorithm: limit.map(|l| l.algorithm.as_str()),
             requests_per_second: limit.map(|l| l.quota.rate().get()),
             burst_size: limit.map(|l| l.quota.burst().get()),
         }
-    }
-}
-
-fn algorithm_name(a: Algorithm) -> &'static str {
-    match a {
-        Algorithm::TokenBucket => "token_bucket",
-        Algorithm::SlidingWindow => "sliding_window",
-        Algorithm::FixedWindow => "fixed_window",
-    }
-}
-
-fn parse_algorithm(raw: &str) -> Result<Algorithm, ServiceError> {
-    match raw {
-        "token_bucket" => Ok(Algorithm::TokenBucket),
-        "sliding_window" => Ok(Algorithm::SlidingWindow),
-        "fixed_window" => Ok(Algorithm::FixedWindow),
-        _ => Err(ServiceError::invalid_field(
-            "algorithm",
-            "must be \"token_bucket\", \"sliding_window\" or \"fixed_window\"",
-        )),
     }
 }
 
@@ -184,7 +164,12 @@ impl Service {
             };
             let algorithm = match change.algorithm.as_deref() {
                 None => base.algorithm,
-                Some(a) => parse_algorithm(a)?,
+                Some(a) => a.parse::<Algorithm>().map_err(|_| {
+                    ServiceError::invalid_field(
+                        "algorithm",
+                        "must be \"token_bucket\", \"sliding_window\" or \"fixed_window\"",
+                    )
+                })?,
             };
             let rate = positive(
                 change.requests_per_second,

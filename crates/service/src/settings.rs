@@ -256,8 +256,10 @@ mod tests {
         let mut s = Settings::default();
         s.degradation.threshold = 1.5;
         assert_eq!(s.validate().unwrap_err().key, "degradation.threshold");
-        let mut s = Settings::default();
-        s.async_workers = nzu(5000);
+        let s = Settings {
+            async_workers: nzu(5000),
+            ..Settings::default()
+        };
         assert_eq!(s.validate().unwrap_err().key, "async_workers");
         let mut s = Settings::default();
         s.degradation.response_message = " ".into();

@@ -161,22 +161,21 @@ impl Stack {
                 Arc::new(b)
             }
             Mq::Embedded => unreachable!("returned above"),
-            Mq::Kafka => {
-                let b = Arc::new(
-                    KafkaBroker::connect(
-                        KafkaSettings {
-                            brokers: vec![self.kafka_address()],
-                            topic_prefix: format!("{}.", self.name),
-                            lease_ttl: Duration::from_secs(3),
-                            ..KafkaSettings::default()
-                        },
-                        self.pg.clone().expect("a production stack"),
-                    )
-                    .await
-                    .expect("these tests need a Kafka broker at 127.0.0.1:9092: run `bash scripts/test.sh`"),
-                );
-                b
-            }
+            Mq::Kafka => Arc::new(
+                KafkaBroker::connect(
+                    KafkaSettings {
+                        brokers: vec![self.kafka_address()],
+                        topic_prefix: format!("{}.", self.name),
+                        lease_ttl: Duration::from_secs(3),
+                        ..KafkaSettings::default()
+                    },
+                    self.pg.clone().expect("a production stack"),
+                )
+                .await
+                .expect(
+                    "these tests need a Kafka broker at 127.0.0.1:9092: run `bash scripts/test.sh`",
+                ),
+            ),
         };
         self.brokers.lock().push(broker.clone());
         Components {
