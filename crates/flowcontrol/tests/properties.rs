@@ -1,7 +1,6 @@
 //! Property tests: admission bounds of every limiter over arbitrary request
 //! sequences, exact `retry_after`, and the circuit breaker's guarantees.
 
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,9 +11,7 @@ use seckill_flowcontrol::{
     ManualClock, Quota, RateLimited, RateLimiter, SlidingWindow, TokenBucket,
 };
 
-fn nz(v: u32) -> NonZeroU32 {
-    NonZeroU32::new(v).unwrap()
-}
+use seckill_test_support::nz;
 
 /// Runs `(advance, n)` steps; returns admitted `(time_ns, n)`.
 fn run(limiter: &dyn RateLimiter, clock: &ManualClock, steps: &[(u64, u32)]) -> Vec<(u64, u64)> {

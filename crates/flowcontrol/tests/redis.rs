@@ -2,9 +2,7 @@
 //! prefix, deleted at the end). These tests fail, never skip, when Redis is not running.
 #![cfg(feature = "redis")]
 
-use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -17,17 +15,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use seckill_test_support::{nz, unique};
+
 const NEED_REDIS: &str = "these tests need Redis at 127.0.0.1:6379: start it with \
     `redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save \"\" --appendonly no`";
 
-fn nz(v: u32) -> NonZeroU32 {
-    NonZeroU32::new(v).unwrap()
-}
-
 fn unique_prefix(test: &str) -> String {
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(Instant::now().elapsed().as_nanos() as u64);
-    format!("test-fc-{test}-{:016x}", h.finish())
+    unique(&format!("test_fc_{test}"))
 }
 
 fn config(prefix: &str, rate: u32, burst: u32) -> RedisLimiterConfig {

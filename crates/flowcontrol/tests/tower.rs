@@ -3,7 +3,7 @@
 #![cfg(feature = "tower")]
 
 use std::convert::Infallible;
-use std::num::{NonZeroU32, NonZeroUsize};
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -19,9 +19,7 @@ use seckill_flowcontrol::{
 use tokio::sync::Semaphore;
 use tower::{Layer, Service, ServiceExt, service_fn};
 
-fn nz(v: u32) -> NonZeroU32 {
-    NonZeroU32::new(v).unwrap()
-}
+use seckill_test_support::nz;
 
 fn echo() -> impl Service<u64, Response = u64, Error = Infallible, Future: Send> + Clone + Send {
     service_fn(|x: u64| async move { Ok::<_, Infallible>(x) })

@@ -195,13 +195,7 @@ async fn memory_keeps_messages_published_before_the_first_group_and_dead_letters
 /// A name no other test (or run) uses, for a real broker's topics, exchanges and queues.
 #[cfg(any(feature = "kafka", feature = "rabbitmq"))]
 fn unique_name() -> String {
-    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    format!("t-{}-{nanos}-{n}", std::process::id())
+    seckill_test_support::unique("t")
 }
 
 /// Settings for a Kafka broker of its own: a topic prefix no other test (or run) uses.

@@ -5,7 +5,6 @@
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -27,17 +26,8 @@ async fn within<F: Future>(fut: F) -> F::Output {
 
 /// Settings with a topic prefix no other test (or run) uses.
 fn settings() -> KafkaSettings {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
     KafkaSettings {
-        topic_prefix: format!(
-            "t-{}-{nanos}-{}-",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ),
+        topic_prefix: format!("{}-", seckill_test_support::unique("t")),
         ..Default::default()
     }
 }

@@ -9,12 +9,8 @@ use seckill_mq::{
 };
 
 fn settings(groups: &[(Topic, &str)]) -> RabbitSettings {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
     RabbitSettings {
-        prefix: format!("t-{}-{nanos}", std::process::id()),
+        prefix: seckill_test_support::unique("t"),
         max_attempts: 3,
         groups: groups.iter().map(|(t, g)| (*t, (*g).to_owned())).collect(),
         ..RabbitSettings::default()

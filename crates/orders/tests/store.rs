@@ -210,12 +210,8 @@ mod pg {
     use seckill_orders::{OrdersConfig, PgOrderStore};
 
     pub(crate) async fn store() -> Arc<PgOrderStore> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
         let settings = OrdersConfig {
-            schema: Some(format!("t_{}_{nanos}", std::process::id())),
+            schema: Some(seckill_test_support::unique("t")),
             ..OrdersConfig::default()
         };
         Arc::new(PgOrderStore::connect(&settings).await.unwrap())

@@ -31,14 +31,7 @@ fn options(retry_first_connection: bool) -> PoolOptions {
 }
 
 fn unique(what: &str) -> String {
-    format!("test-rs-{what}-{:016x}", rand_u64())
-}
-
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u32(std::process::id());
-    h.finish()
+    seckill_test_support::unique(&format!("test-rs-{what}"))
 }
 
 #[tokio::test]
