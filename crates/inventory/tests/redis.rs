@@ -324,3 +324,36 @@ async fn an_invalid_config_names_its_key() {
         other => panic!("{other:?}"),
     }
 }
+
+/// SET NX PX: the first writer wins, a later one leaves the value alone, and the key can be
+/// set again once Redis expires it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_nx_px_sets_only_a_missing_key() {
+    let c = client().await;
+    let key = unique("setnx");
+    let ttl = Duration::from_millis(50);
+    assert!(
+        c.set_nx_px(&key, "first", ttl).await.unwrap(),
+        "missing: set"
+    );
+    assert!(
+        !c.set_nx_px(&key, "second", ttl).await.unwrap(),
+        "there: kept"
+    );
+    assert_eq!(c.get_string(&key).await.unwrap().as_deref(), Some("first"));
+    // Waiting for the TTL is what is under test: poll until Redis expires the key.
+    let started = tokio::time::Instant::now();
+    while !c
+        .set_nx_px(&key, "third", Duration::from_secs(10))
+        .await
+        .unwrap()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the key never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(c.get_string(&key).await.unwrap().as_deref(), Some("third"));
+    assert_eq!(c.delete(&[key]).await.unwrap(), 1);
+}

@@ -132,6 +132,36 @@ impl RedisClient {
             .map_err(backend)
     }
 
+    /// Sets a plain string key with a time-to-live only if it does not exist (SET NX PX):
+    /// `true` when this call set it, `false` when it was there. Among concurrent callers on
+    /// one server exactly one gets `true` (for single-use ledgers).
+    ///
+    /// # Errors
+    /// Backend failures.
+    pub async fn set_nx_px(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<bool, InventoryError> {
+        use fred::interfaces::KeysInterface;
+        use fred::types::{Expiration, SetOptions};
+        let ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
+        // "OK" when set, nil when the key exists.
+        let reply: Option<String> = self
+            .next()
+            .set(
+                key,
+                value,
+                Some(Expiration::PX(ms)),
+                Some(SetOptions::NX),
+                false,
+            )
+            .await
+            .map_err(backend)?;
+        Ok(reply.is_some())
+    }
+
     /// Reads a plain string key.
     ///
     /// # Errors
