@@ -13,7 +13,7 @@ use seckill_api::ServerConfig;
 use seckill_inventory::RedisConfig;
 use seckill_mq::{KafkaSettings, RabbitSettings};
 use seckill_orders::OrdersConfig;
-use seckill_service::Settings;
+use seckill_service::{AntibotConfig, AuthConfig, Settings};
 
 /// The default configuration file, used when it exists and no other is named.
 pub const DEFAULT_FILE: &str = "config/seckill.yaml";
@@ -34,6 +34,10 @@ pub struct Config {
     pub mq: MqConfig,
     /// Order store and order lifecycle.
     pub orders: OrdersConfig,
+    /// Who callers are: bearer tokens, roles, the admin plane's peers.
+    pub auth: AuthConfig,
+    /// Purchase tokens and the challenge before them.
+    pub antibot: AntibotConfig,
     /// Logging and metrics.
     pub telemetry: TelemetryConfig,
 }
@@ -200,6 +204,12 @@ impl Config {
         }
         if let Err(e) = self.seckill.validate() {
             add("seckill", &e.key, e.reason);
+        }
+        if let Err(e) = self.auth.validate() {
+            add("auth", &e.key, e.reason);
+        }
+        if let Err(e) = self.antibot.validate() {
+            add("antibot", &e.key, e.reason);
         }
         if self.inventory.backend == InventoryBackend::Redis {
             if let Err(seckill_inventory::InventoryError::InvalidConfig { key, reason }) =

@@ -4,13 +4,16 @@
 //! Usage: `seckill-server [--config FILE]` (or `SECKILL_CONFIG=FILE`). Without a file it reads
 //! `config/seckill.yaml` when present; `SECKILL_<SECTION>__<KEY>` variables override both.
 //! An invalid configuration exits with status 64, naming each bad key and its source.
+//!
+//! `seckill-server token --sub SUBJECT [--role ROLE]... [--ttl 1h]` prints a development JWT
+//! signed with the configured `auth.jwt.secret`.
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
 use seckill_api::App;
-use seckill_service::{Components, Service};
+use seckill_service::{Components, Service, ServiceConfig};
 use tokio::net::TcpListener;
 
 use seckill_server::config::{self, Config, FileChoice, InventoryBackend, MqBackend};
@@ -19,17 +22,62 @@ use seckill_server::telemetry;
 /// Exit status for an invalid configuration (EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
 
-fn file_choice() -> Result<FileChoice, String> {
-    let mut args = std::env::args().skip(1);
+/// What the command line asks for.
+enum Command {
+    /// Serve.
+    Serve,
+    /// Print a development token.
+    Token {
+        subject: String,
+        roles: Vec<String>,
+        ttl: std::time::Duration,
+    },
+}
+
+fn parse_args() -> Result<(Command, FileChoice), String> {
+    let mut args = std::env::args().skip(1).peekable();
     let mut named = std::env::var_os("SECKILL_CONFIG").map(Into::into);
+    let mut command = Command::Serve;
+    if args.peek().map(String::as_str) == Some("token") {
+        args.next();
+        command = Command::Token {
+            subject: String::new(),
+            roles: Vec::new(),
+            ttl: std::time::Duration::from_secs(3600),
+        };
+    }
     while let Some(arg) = args.next() {
+        let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
+        if let Command::Token {
+            subject,
+            roles,
+            ttl,
+        } = &mut command
+        {
+            match arg.as_str() {
+                "--sub" => {
+                    *subject = value("--sub")?;
+                    continue;
+                }
+                "--role" => {
+                    roles.push(value("--role")?);
+                    continue;
+                }
+                "--ttl" => {
+                    *ttl = humantime::parse_duration(&value("--ttl")?)
+                        .map_err(|e| format!("--ttl: {e}"))?;
+                    continue;
+                }
+                _ => {}
+            }
+        }
         if arg == "--config" {
             named = Some(args.next().ok_or("--config needs a file path")?.into());
         } else if let Some(path) = arg.strip_prefix("--config=") {
             named = Some(path.into());
         } else if arg == "--help" || arg == "-h" {
             println!(
-                "usage: seckill-server [--config FILE]\n\nconfiguration: {} when present, then SECKILL_<SECTION>__<KEY> environment variables",
+                "usage: seckill-server [--config FILE]\n       seckill-server token --sub SUBJECT [--role ROLE]... [--ttl 1h] [--config FILE]\n\nconfiguration: {} when present, then SECKILL_<SECTION>__<KEY> environment variables",
                 config::DEFAULT_FILE
             );
             std::process::exit(0);
@@ -37,18 +85,54 @@ fn file_choice() -> Result<FileChoice, String> {
             return Err(format!("unknown argument {arg:?} (try --help)"));
         }
     }
-    Ok(named.map_or(FileChoice::Default, FileChoice::Named))
+    if let Command::Token { subject, .. } = &command {
+        if subject.is_empty() {
+            return Err("token needs --sub SUBJECT".into());
+        }
+    }
+    Ok((
+        command,
+        named.map_or(FileChoice::Default, FileChoice::Named),
+    ))
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let config = match file_choice().and_then(|f| config::load(&f)) {
+    let (command, file) = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("seckill-server: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let config = match config::load(&file) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("seckill-server: invalid configuration:\n{e}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    if let Command::Token {
+        subject,
+        roles,
+        ttl,
+    } = command
+    {
+        let roles: Vec<&str> = roles.iter().map(String::as_str).collect();
+        return match seckill_service::mint_token(&config.auth, &subject, &roles, ttl) {
+            Ok(t) => {
+                println!("{t}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!(
+                    "seckill-server: invalid configuration:\ninvalid auth.{}: {}",
+                    e.key, e.reason
+                );
+                ExitCode::from(EXIT_CONFIG)
+            }
+        };
+    }
     telemetry::init_logging(&config.telemetry);
     match run(config).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -63,9 +147,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let render = telemetry::init_metrics(&config.telemetry)?;
     let components = components(&config).await?;
     let broker = components.broker.clone();
-    let (service, pipeline) = Service::start(config.seckill.clone(), &config.orders, components)
+    let service_config = ServiceConfig {
+        seckill: config.seckill.clone(),
+        orders: config.orders.clone(),
+        auth: config.auth.clone(),
+        antibot: config.antibot.clone(),
+    };
+    let (service, pipeline) = Service::start(service_config, components)
         .await
-        .context("starting the order pipeline")?;
+        .context("starting the service")?;
     let addr = (config.server.host.as_str(), config.server.port);
     let listener = TcpListener::bind(addr)
         .await
@@ -77,8 +167,18 @@ async fn run(config: Config) -> anyhow::Result<()> {
         orders = ?config.orders.store,
         "seckill-server listening"
     );
+    let admin_listener = match config.server.admin_port {
+        None => None,
+        Some(port) => {
+            let l = TcpListener::bind((addr.0, port))
+                .await
+                .with_context(|| format!("binding {}:{port} (server.admin_port)", addr.0))?;
+            tracing::info!(addr = %l.local_addr()?, "admin plane listening");
+            Some(l)
+        }
+    };
     let app = App::new(service, pipeline, config.server.clone(), render);
-    seckill_api::serve(listener, app, shutdown_signal()).await?;
+    seckill_api::serve_with_admin(listener, admin_listener, app, shutdown_signal()).await?;
     // Let the broker go cleanly: Kafka partition leases are released at once, so another
     // instance takes over without waiting for them to lapse.
     broker.close().await;
@@ -99,11 +199,16 @@ async fn components(config: &Config) -> anyhow::Result<Components> {
                     r.host, r.port
                 )
             })?;
-        // Asynchronous results live beside the stock, so any instance answers the poll.
+        // Asynchronous results and used purchase tokens live beside the stock, so any
+        // instance answers the poll and a token is used once across instances.
         components.results = Some(Arc::new(seckill_service::RedisResults::new(
             inventory.client().clone(),
             &r.key_prefix,
             config.seckill.result_ttl,
+        )));
+        components.ledger = Some(Arc::new(seckill_service::RedisLedger::new(
+            inventory.client().clone(),
+            &r.key_prefix,
         )));
         components.inventory = Arc::new(inventory);
     }

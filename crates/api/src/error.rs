@@ -15,6 +15,8 @@ pub mod codes {
     pub const NOT_FOUND: i32 = 40404;
     /// Wrong method for the route.
     pub const METHOD_NOT_ALLOWED: i32 = 40501;
+    /// The request body did not arrive within `server.body_read_timeout`.
+    pub const REQUEST_TIMEOUT: i32 = 40801;
     /// Body too large.
     pub const PAYLOAD_TOO_LARGE: i32 = 41301;
     /// Content type is not `application/json`.
@@ -34,6 +36,9 @@ pub enum ApiError {
     /// 405.
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// 408: the request body did not arrive in time.
+    #[error("request body not received in time")]
+    RequestTimeout,
     /// 413.
     #[error("request body larger than {0} bytes")]
     PayloadTooLarge(usize),
@@ -58,6 +63,11 @@ impl ApiError {
         match self {
             Self::Service(e) => match e {
                 ServiceError::Invalid(_) => StatusCode::BAD_REQUEST,
+                ServiceError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+                ServiceError::Denied(_) => StatusCode::FORBIDDEN,
+                ServiceError::Refused(Refusal::IdempotencyKeyReused) => {
+                    StatusCode::UNPROCESSABLE_ENTITY
+                }
                 ServiceError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
                 ServiceError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
                 ServiceError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -69,6 +79,7 @@ impl ApiError {
             },
             Self::RouteNotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         }
@@ -80,6 +91,7 @@ impl ApiError {
             Self::Service(e) => e.code(),
             Self::RouteNotFound(_) => codes::NOT_FOUND,
             Self::MethodNotAllowed => codes::METHOD_NOT_ALLOWED,
+            Self::RequestTimeout => codes::REQUEST_TIMEOUT,
             Self::PayloadTooLarge(_) => codes::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => codes::UNSUPPORTED_MEDIA_TYPE,
         }
@@ -133,6 +145,9 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if matches!(self, Self::Service(ServiceError::Unauthenticated(_))) {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
         if let Some(ra) = self.retry_after() {
             // Whole seconds, rounded up, at least 1.
             let secs = ra.as_secs() + u64::from(ra.subsec_nanos() > 0);

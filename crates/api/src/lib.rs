@@ -31,14 +31,15 @@ mod handlers;
 
 pub mod error;
 pub mod router;
+mod serve;
 mod settings;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use seckill_service::{Pipeline, Service};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 pub use error::ApiError;
 pub use settings::{ConfigError, ServerConfig};
@@ -56,18 +57,22 @@ pub struct AppState {
 
 /// A started application: the routes over a running service and its pipeline.
 pub struct App {
-    /// The routes, ready to serve.
+    /// The routes, ready to serve: every route, or the public ones only when
+    /// `server.admin_port` is set.
     pub router: axum::Router,
+    /// The admin plane's own routes, when `server.admin_port` is set.
+    pub admin: Option<axum::Router>,
     /// The service behind them.
     pub service: Service,
-    /// The background pipeline, drained by [`serve`] at shutdown.
+    /// The background pipeline, drained by [`serve()`] at shutdown.
     pub pipeline: Pipeline,
     /// The `server` section.
     pub config: ServerConfig,
 }
 
 impl App {
-    /// The routes over `service`; `/metrics` serves `metrics_render` when given.
+    /// The routes over `service`; `/metrics` serves `metrics_render` when given. With
+    /// `server.admin_port` the admin plane gets a router of its own.
     pub fn new(
         service: Service,
         pipeline: Pipeline,
@@ -79,8 +84,15 @@ impl App {
             max_body_bytes: config.max_body_bytes,
             metrics_render,
         };
+        let (router, admin) = if config.admin_port.is_some() {
+            let (public, admin) = router::split(state);
+            (public, Some(admin))
+        } else {
+            (router::router(state), None)
+        };
         Self {
-            router: router::router(state),
+            router,
+            admin,
             service,
             pipeline,
             config,
@@ -89,24 +101,75 @@ impl App {
 }
 
 /// Serves `app` on `listener` until `shutdown` completes, then stops accepting, finishes the
-/// requests in flight and drains the pipeline (bounded by `server.shutdown_timeout`).
+/// requests in flight and drains the pipeline, each bounded by `server.shutdown_timeout`.
+///
+/// Connections are held to the `server` section's limits: `header_read_timeout`,
+/// `body_read_timeout` (a late body is answered 408), `idle_timeout` and `max_connections`
+/// (past it new connections are closed at once).
 ///
 /// # Errors
-/// Accepting connections failed.
+/// None today: a failed accept (no file descriptors left, say) is logged and retried rather
+/// than ending the server.
 pub async fn serve(
     listener: TcpListener,
     app: App,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let served = axum::serve(
-        listener,
-        app.router
-            .into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await;
+    serve_with_admin(listener, None, app, shutdown).await
+}
+
+/// [`serve()`] with the admin plane on its own listener (`server.admin_port`): both stop
+/// together.
+///
+/// # Errors
+/// The application has an admin router but no admin listener was given, or the other way
+/// round.
+pub async fn serve_with_admin(
+    listener: TcpListener,
+    admin_listener: Option<TcpListener>,
+    app: App,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let App {
+        router,
+        admin,
+        pipeline,
+        config,
+        ..
+    } = app;
+    let admin = match (admin, admin_listener) {
+        (Some(r), Some(l)) => Some((r, l)),
+        (None, None) => None,
+        _ => {
+            return Err(std::io::Error::other(
+                "server.admin_port needs its own listener (and only then)",
+            ));
+        }
+    };
+    let stop = CancellationToken::new();
+    let signal = async {
+        tokio::select! {
+            () = shutdown => stop.cancel(),
+            () = stop.cancelled() => {}
+        }
+    };
+    let http = async {
+        let served = serve::serve_router(listener, router, &config, stop.clone()).await;
+        stop.cancel();
+        served
+    };
+    let admin_http = async {
+        let Some((router, listener)) = admin else {
+            return Ok(());
+        };
+        let served = serve::serve_router(listener, router, &config, stop.clone()).await;
+        stop.cancel();
+        served
+    };
+    let (served, admin_served, ()) = tokio::join!(http, admin_http, signal);
+    let served = served.and(admin_served);
     tracing::info!("HTTP server stopped; draining the order pipeline");
-    let drained = app.pipeline.shutdown(app.config.shutdown_timeout).await;
+    let drained = pipeline.shutdown(config.shutdown_timeout).await;
     tracing::info!(drained, "order pipeline stopped");
     served
 }

@@ -1,14 +1,16 @@
-//! The route table.
+//! The route table: the public routes (buyers, health) and the admin plane (prewarm, the
+//! levers, `/api/v1/system/*`, `/metrics`), served together or, with `server.admin_port`, on
+//! two listeners.
 
 use axum::Router;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 
-use crate::handlers::{activity, orders, purchase, query};
+use crate::handlers::{activity, antibot, orders, purchase, query};
 use crate::{ApiError, AppState};
 
-/// Every route of the API over `state`.
-pub(crate) fn router(state: AppState) -> Router {
+/// Buyers' routes and the health check.
+fn public() -> Router<AppState> {
     Router::new()
         .route("/api/v1/seckill/purchase", post(purchase::purchase))
         .route(
@@ -16,7 +18,6 @@ pub(crate) fn router(state: AppState) -> Router {
             post(purchase::purchase_async),
         )
         .route("/api/v1/seckill/result/{request_id}", get(purchase::result))
-        .route("/api/v1/seckill/activity/prewarm", post(activity::prewarm))
         .route(
             "/api/v1/seckill/stats/{product_id}",
             get(query::product_stats),
@@ -31,15 +32,41 @@ pub(crate) fn router(state: AppState) -> Router {
             "/api/v1/seckill/orders/{order_id}/cancel",
             post(orders::cancel),
         )
+        .route(
+            "/api/v1/seckill/challenge/{product_id}",
+            get(antibot::challenge),
+        )
+        .route("/api/v1/seckill/token/{product_id}", get(antibot::token))
+        .route("/health", get(query::health))
+}
+
+/// The admin plane; every handler checks the caller through the service.
+fn admin() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/seckill/activity/prewarm", post(activity::prewarm))
         .route("/api/v1/system/stats", get(query::system_stats))
         .route("/api/v1/system/degradation", post(activity::degradation))
         .route(
             "/api/v1/system/rate-limit",
             get(activity::rate_limit_get).post(activity::rate_limit_set),
         )
-        .route("/health", get(query::health))
         .route("/metrics", get(query::metrics))
+}
+
+fn finish(routes: Router<AppState>, state: AppState) -> Router {
+    routes
         .fallback(|| async { ApiError::RouteNotFound("no such route").into_response() })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed.into_response() })
         .with_state(state)
+}
+
+/// Every route on one router.
+pub(crate) fn router(state: AppState) -> Router {
+    finish(public().merge(admin()), state)
+}
+
+/// The public routes and the admin plane (with its own health check) on separate routers.
+pub(crate) fn split(state: AppState) -> (Router, Router) {
+    let admin = admin().route("/health", get(query::health));
+    (finish(public(), state.clone()), finish(admin, state))
 }

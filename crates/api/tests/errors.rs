@@ -198,8 +198,13 @@ async fn business_rejections_have_distinct_statuses_and_codes() {
     assert_eq!((status, code(&v)), (404, 40401));
     let (status, v) = s.get("/api/v1/seckill/orders/2004-999").await;
     assert_eq!((status, code(&v)), (404, 40402));
-    let (status, v) = s.get("/api/v1/seckill/result/0123456789abcdef").await;
+    let (status, v) = s
+        .get("/api/v1/seckill/result/0123456789abcdef0123456789abcdef")
+        .await;
     assert_eq!((status, code(&v)), (404, 40403));
+    // A malformed id is refused before any lookup.
+    let (status, v) = s.get("/api/v1/seckill/result/0123456789abcdef").await;
+    assert_eq!((status, code(&v)), (400, 40001), "{v}");
 
     let now = chrono::Utc::now();
     let mut early = activity(2005, 5);
@@ -379,5 +384,80 @@ async fn a_failing_backend_answers_503_and_opens_the_breaker() {
     assert_eq!(status, 503, "{v}");
     inv.failing.store(false, Ordering::SeqCst);
     assert_unchanged(&s, 2011, 10, 0).await;
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn input_edges_answer_in_the_envelope_and_change_nothing() {
+    let s = Server::embedded().await;
+    assert_eq!(s.prewarm(activity(2020, 10)).await.0, 200);
+    // Path parameters: bad percent-encoding, non-canonical or out-of-range ids.
+    for path in [
+        "/api/v1/seckill/stats/%FF",
+        "/api/v1/seckill/stats/+2020",
+        "/api/v1/seckill/stats/02020",
+        "/api/v1/seckill/stats/9223372036854775808",
+        "/api/v1/seckill/orders/%FF-1",
+        "/api/v1/seckill/orders/+2020-1",
+        "/api/v1/seckill/orders/2020-01",
+        "/api/v1/seckill/purchased/2020/%FF",
+        "/api/v1/seckill/result/%FF",
+        "/api/v1/seckill/result/zz",
+    ] {
+        let r = s.client.get(s.url(path)).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 400, "{path}");
+        let v: Value = r.json().await.expect("a JSON envelope");
+        assert_eq!(code(&v), 40001, "{path}: {v}");
+    }
+    // Ids in bodies must fit in i64.
+    let (st, v) = s
+        .post(
+            "/api/v1/seckill/purchase",
+            json!({"product_id": 9223372036854775808u64, "user_id": 1}),
+        )
+        .await;
+    assert_eq!((st, code(&v)), (400, 40001), "{v}");
+    assert!(v["message"].as_str().unwrap().contains("product_id"), "{v}");
+    let (st, v) = s
+        .post(
+            "/api/v1/seckill/purchase",
+            json!({"product_id": 2020, "user_id": 9223372036854775808u64}),
+        )
+        .await;
+    assert_eq!((st, code(&v)), (400, 40001), "{v}");
+    let mut big = activity(2021, 10);
+    big["product_id"] = json!(9223372036854775808u64);
+    assert_eq!(s.prewarm(big).await.0, 400);
+    assert_unchanged(&s, 2020, 10, 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_is_bound_to_its_request() {
+    let s = Server::embedded().await;
+    let mut a = activity(2022, 10);
+    a["per_user_limit"] = json!(3);
+    assert_eq!(s.prewarm(a).await.0, 200);
+    let buy = |quantity: u64| {
+        s.client
+            .post(s.url("/api/v1/seckill/purchase"))
+            .header("idempotency-key", "order-form-1")
+            .json(&json!({"product_id": 2022, "user_id": 5, "quantity": quantity}))
+            .send()
+    };
+    let r = buy(1).await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let first: Value = r.json().await.unwrap();
+    // The same key with another quantity is another request: refused, not answered with the
+    // first sale.
+    let r = buy(3).await.unwrap();
+    assert_eq!(r.status().as_u16(), 422);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(code(&v), 42201, "{v}");
+    // The first request replays its answer.
+    let r = buy(1).await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let again: Value = r.json().await.unwrap();
+    assert_eq!(again["data"]["order_id"], first["data"]["order_id"]);
+    assert_unchanged(&s, 2022, 9, 1).await;
     s.shutdown().await;
 }

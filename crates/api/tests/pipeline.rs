@@ -44,6 +44,7 @@ fn setup() -> Setup {
             shutdown_timeout: Duration::from_secs(60),
             ..ServerConfig::default()
         },
+        ..Setup::default()
     }
 }
 

@@ -4,11 +4,12 @@
 -- KEYS[3] orders hash     seq -> "user|qty|epoch|state" (state 0 live, 1 cancelled)
 -- KEYS[4] order sequence  counter, never reset (order ids stay unique across epochs)
 -- KEYS[5] outbox stream   one entry per sale: order, product, user, qty, price, ts, epoch
--- KEYS[6] idempotency     hash "user:key" -> "seq|remaining"
+-- KEYS[6] idempotency     hash "user:key" -> "seq|remaining|qty"
 -- ARGV[1] user id, ARGV[2] quantity, ARGV[3] idempotency key or "", ARGV[4] product id
 -- Returns {1, seq, remaining} sold; {2, seq, remaining} replay of an earlier sale with the same
 -- key; {-1} unknown product; {-2, stock} sold out; {-3} already bought; {-4} inactive;
--- {-5} not started; {-6} ended; {-7, limit} invalid quantity.
+-- {-5} not started; {-6} ended; {-7, limit} invalid quantity; {-8} the key was used with
+-- another quantity.
 local a = redis.call('HMGET', KEYS[1], 'status', 'start', 'end', 'limit', 'stock', 'epoch', 'price', 'exp')
 if not a[1] then return {-1} end
 if a[1] ~= 'active' then return {-4} end
@@ -23,8 +24,10 @@ local user = ARGV[1]
 if ARGV[3] ~= '' then
   local prev = redis.call('HGET', KEYS[6], user .. ':' .. ARGV[3])
   if prev then
-    local sep = string.find(prev, '|', 1, true)
-    return {2, tonumber(string.sub(prev, 1, sep - 1)), tonumber(string.sub(prev, sep + 1))}
+    local s1 = string.find(prev, '|', 1, true)
+    local s2 = string.find(prev, '|', s1 + 1, true)
+    if s2 and tonumber(string.sub(prev, s2 + 1)) ~= qty then return {-8} end
+    return {2, tonumber(string.sub(prev, 1, s1 - 1)), tonumber(string.sub(prev, s1 + 1, (s2 or 0) - 1))}
   end
 end
 if redis.call('HEXISTS', KEYS[2], user) == 1 then return {-3} end
@@ -39,7 +42,7 @@ redis.call('XADD', KEYS[5], '*', 'order', seq, 'product', ARGV[4], 'user', user,
 redis.call('PEXPIREAT', KEYS[2], a[8])
 redis.call('PEXPIREAT', KEYS[3], a[8])
 if ARGV[3] ~= '' then
-  redis.call('HSET', KEYS[6], user .. ':' .. ARGV[3], seq .. '|' .. remaining)
+  redis.call('HSET', KEYS[6], user .. ':' .. ARGV[3], seq .. '|' .. remaining .. '|' .. qty)
   redis.call('PEXPIREAT', KEYS[6], a[8])
 end
 return {1, seq, remaining}

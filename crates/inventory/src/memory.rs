@@ -138,6 +138,9 @@ impl MemoryInventory {
         let mut shard = p.shard(req.user_id).lock();
         if let Some(b) = shard.get(&req.user_id) {
             return match (&b.idempotency_key, &req.idempotency_key) {
+                (Some(a), Some(k)) if **a == **k && b.quantity != req.quantity => {
+                    PurchaseOutcome::KeyReused
+                }
                 (Some(a), Some(k)) if **a == **k => PurchaseOutcome::Success {
                     order_id: OrderId {
                         product_id: req.product_id,
@@ -315,10 +318,17 @@ impl Inventory for MemoryInventory {
         }))
     }
 
-    async fn has_purchased(&self, product_id: u64, user_id: u64) -> Result<bool, InventoryError> {
-        Ok(self
-            .product(product_id)
-            .is_some_and(|p| p.shard(user_id).lock().contains_key(&user_id)))
+    async fn purchase_of(
+        &self,
+        product_id: u64,
+        user_id: u64,
+    ) -> Result<Option<OrderId>, InventoryError> {
+        Ok(self.product(product_id).and_then(|p| {
+            p.shard(user_id).lock().get(&user_id).map(|b| OrderId {
+                product_id,
+                seq: b.seq,
+            })
+        }))
     }
 
     async fn cancel(&self, order_id: OrderId) -> Result<CancelOutcome, InventoryError> {

@@ -187,6 +187,9 @@ pub enum PurchaseOutcome {
         /// The activity's per-user limit.
         max: u32,
     },
+    /// The idempotency key was first used for a different request (another quantity): nothing
+    /// was sold, and the first sale stands.
+    KeyReused,
 }
 
 impl PurchaseOutcome {
@@ -206,6 +209,7 @@ impl PurchaseOutcome {
             Self::Inactive => "inactive",
             Self::UnknownProduct => "unknown_product",
             Self::InvalidQuantity { .. } => "invalid_quantity",
+            Self::KeyReused => "key_reused",
         }
     }
 }

@@ -52,11 +52,15 @@ pub trait Inventory: Send + Sync + 'static {
     /// Backend failures.
     async fn stats(&self, product_id: u64) -> Result<Option<InventoryStats>, InventoryError>;
 
-    /// Whether the user is a buyer of the product (in the current epoch).
+    /// The order of the user's purchase of the product (in the current epoch), if any.
     ///
     /// # Errors
     /// Backend failures.
-    async fn has_purchased(&self, product_id: u64, user_id: u64) -> Result<bool, InventoryError>;
+    async fn purchase_of(
+        &self,
+        product_id: u64,
+        user_id: u64,
+    ) -> Result<Option<OrderId>, InventoryError>;
 
     /// Cancels an order: its items go back to stock and its buyer may buy again.
     ///

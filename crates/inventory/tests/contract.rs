@@ -85,9 +85,15 @@ async fn purchase_outcomes_follow_the_script(inv: Arc<dyn Inventory>) {
         inv.purchase(&buy(4242, 1, 1)).await.unwrap(),
         PurchaseOutcome::UnknownProduct
     );
-    assert!(inv.has_purchased(1001, 1).await.unwrap());
-    assert!(!inv.has_purchased(1001, 3).await.unwrap());
-    assert!(!inv.has_purchased(4242, 1).await.unwrap());
+    assert_eq!(
+        inv.purchase_of(1001, 1)
+            .await
+            .unwrap()
+            .map(|o| o.product_id),
+        Some(1001)
+    );
+    assert_eq!(inv.purchase_of(1001, 3).await.unwrap(), None);
+    assert_eq!(inv.purchase_of(4242, 1).await.unwrap(), None);
 }
 
 async fn quantity_is_checked_against_the_per_user_limit(inv: Arc<dyn Inventory>) {
@@ -207,7 +213,7 @@ async fn prewarm_is_idempotent_and_guards_a_started_sale(inv: Arc<dyn Inventory>
         (st.initial_stock, st.remaining_stock, st.buyers),
         (100, 100, 0)
     );
-    assert!(!inv.has_purchased(1008, 1).await.unwrap());
+    assert_eq!(inv.purchase_of(1008, 1).await.unwrap(), None);
     let again = sell(inv, 1008, 1).await;
     assert!(again.seq > 1, "order ids stay unique across epochs");
 }
@@ -254,6 +260,31 @@ async fn idempotency_keys_return_the_first_answer(inv: Arc<dyn Inventory>) {
     let st = inv.stats(1010).await.unwrap().unwrap();
     assert_eq!((st.sold, st.buyers), (1, 1));
     assert_eq!(inv.outbox_len().await.unwrap(), 1);
+    // The same key with another quantity is not that request: refused, nothing sold.
+    let mut limit_two = activity(1012, 5);
+    limit_two.per_user_limit = 2;
+    prewarm(inv, &limit_two).await;
+    let one = PurchaseRequest {
+        idempotency_key: Some("k-1".into()),
+        ..buy(1012, 5, 1)
+    };
+    let first = inv.purchase(&one).await.unwrap();
+    assert!(first.is_success());
+    let two = PurchaseRequest {
+        quantity: 2,
+        ..one.clone()
+    };
+    assert_eq!(
+        inv.purchase(&two).await.unwrap(),
+        PurchaseOutcome::KeyReused
+    );
+    assert_eq!(
+        inv.purchase(&one).await.unwrap(),
+        first,
+        "the first answer stands"
+    );
+    let st = inv.stats(1012).await.unwrap().unwrap();
+    assert_eq!((st.sold, st.remaining_stock), (1, 4));
 }
 
 async fn cancel_returns_stock_and_buyer_once(inv: Arc<dyn Inventory>) {
@@ -275,7 +306,7 @@ async fn cancel_returns_stock_and_buyer_once(inv: Arc<dyn Inventory>) {
         inv.cancel(order).await.unwrap(),
         CancelOutcome::AlreadyCancelled
     );
-    assert!(!inv.has_purchased(1011, 9).await.unwrap());
+    assert_eq!(inv.purchase_of(1011, 9).await.unwrap(), None);
     let st = inv.stats(1011).await.unwrap().unwrap();
     assert_eq!(
         (st.remaining_stock, st.sold, st.buyers, st.cancelled),
@@ -437,7 +468,7 @@ async fn redis_inventory(reclaim_after: Duration) -> seckill_inventory::RedisInv
         pool_size: 4,
         // The machine is shared and loaded: a generous bound for the first connection.
         connect_timeout: Duration::from_secs(10),
-        key_prefix: format!("test-inv-{:016x}", rand::random::<u64>()),
+        key_prefix: seckill_test_support::unique("test_inv"),
         reclaim_after,
         ..RedisConfig::default()
     })

@@ -15,7 +15,7 @@ const NEED_REDIS: &str =
     "these tests need Redis at 127.0.0.1:6379: run `bash scripts/test.sh`, which starts it";
 
 fn unique(what: &str) -> String {
-    format!("test-{what}-{:016x}", rand::random::<u64>())
+    seckill_test_support::unique(&format!("test_{what}"))
 }
 
 /// The test Redis, a small pool, and a generous bound for the first connection (the machine
@@ -246,7 +246,7 @@ async fn sold_out_answers_are_local_and_exact_and_expire() {
         b.cancel(order_id).await.unwrap(),
         seckill_inventory::CancelOutcome::Cancelled { .. }
     ));
-    assert!(!b.has_purchased(7002, 1).await.unwrap());
+    assert_eq!(b.purchase_of(7002, 1).await.unwrap(), None);
     // Within the copy's lifetime this process may still say sold out; after it, the item sells.
     let started = tokio::time::Instant::now();
     loop {

@@ -4,8 +4,8 @@ use chrono::{DateTime, Utc};
 use seckill_inventory::{Activity, ActivityStatus, InventoryError, PrewarmOutcome};
 use serde::{Deserialize, Serialize};
 
-use crate::Service;
 use crate::error::{Missing, Refusal, ServiceError};
+use crate::{Caller, Service};
 
 /// Highest accepted price.
 const MAX_PRICE: f64 = 1e10;
@@ -49,6 +49,12 @@ impl ActivityInput {
     /// # Errors
     /// [`ServiceError::Invalid`] naming the first invalid field.
     pub fn validate(&self) -> Result<Activity, ServiceError> {
+        if self.product_id > i64::MAX as u64 {
+            return Err(ServiceError::invalid_field(
+                "product_id",
+                "must be a positive integer below 2^63",
+            ));
+        }
         if !self.price.is_finite() || self.price < 0.0 || self.price > MAX_PRICE {
             return Err(ServiceError::invalid_field(
                 "price",
@@ -139,15 +145,34 @@ pub struct ProductStats {
     pub in_transit: u64,
 }
 
+/// Whether a buyer holds a purchase of a product.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Purchased {
+    /// The product.
+    pub product_id: u64,
+    /// The buyer.
+    pub user_id: u64,
+    /// Whether they hold a purchase (in the current epoch).
+    pub purchased: bool,
+    /// Its order.
+    pub order_id: Option<String>,
+}
+
 impl Service {
-    /// Loads an activity into the inventory before its sale.
+    /// Loads an activity into the inventory before its sale (the admin plane).
     ///
     /// # Errors
+    /// A caller without the admin plane (see [`Caller::require_admin`]);
     /// [`ServiceError::Invalid`] for an invalid field (nothing is written),
     /// [`Refusal::SaleStarted`] when the loaded activity's sale has started and `force` is not
     /// set, "backend unavailable" when the inventory fails.
-    pub async fn prewarm(&self, input: ActivityInput) -> Result<Prewarmed, ServiceError> {
+    pub async fn prewarm(
+        &self,
+        caller: &Caller,
+        input: ActivityInput,
+    ) -> Result<Prewarmed, ServiceError> {
         let s = &*self.0;
+        self.authorize_admin(caller, "prewarm")?;
         let activity = input.validate()?;
         let outcome = s
             .inventory
@@ -163,6 +188,7 @@ impl Service {
             }
         };
         tracing::info!(
+            who = %caller,
             product_id = activity.product_id,
             epoch,
             result,
@@ -217,18 +243,28 @@ impl Service {
         })
     }
 
-    /// Whether `user_id` holds a purchase of `product_id`.
+    /// Whether `user_id` holds a purchase of `product_id`, and its order: for that buyer or an
+    /// operator.
     ///
     /// # Errors
+    /// [`Denied::NotThisBuyer`](crate::Denied::NotThisBuyer) for another buyer,
     /// [`Missing::Product`] for a product never prewarmed, or "backend unavailable".
-    pub async fn has_purchased(&self, product_id: u64, user_id: u64) -> Result<bool, ServiceError> {
+    pub async fn purchased(
+        &self,
+        caller: &Caller,
+        product_id: u64,
+        user_id: u64,
+    ) -> Result<Purchased, ServiceError> {
         let s = &*self.0;
-        let purchased = s
+        if !caller.may_see(user_id) {
+            return Err(ServiceError::Denied(crate::Denied::NotThisBuyer));
+        }
+        let order = s
             .inventory
-            .has_purchased(product_id, user_id)
+            .purchase_of(product_id, user_id)
             .await
             .map_err(|e| s.backend("reading buyers", &e))?;
-        if !purchased
+        if order.is_none()
             && s.inventory
                 .activity(product_id)
                 .await
@@ -237,6 +273,11 @@ impl Service {
         {
             return Err(ServiceError::NotFound(Missing::Product));
         }
-        Ok(purchased)
+        Ok(Purchased {
+            product_id,
+            user_id,
+            purchased: order.is_some(),
+            order_id: order.map(|o| o.to_string()),
+        })
     }
 }

@@ -12,12 +12,20 @@ pub mod codes {
     pub const OK: i32 = 0;
     /// Malformed input or an invalid field (the message names it).
     pub const INVALID_REQUEST: i32 = 40001;
+    /// No valid bearer token (missing, malformed, expired, wrongly signed).
+    pub const UNAUTHENTICATED: i32 = 40101;
     /// The activity is not active.
     pub const INACTIVE: i32 = 40301;
     /// The sale has not started.
     pub const NOT_STARTED: i32 = 40302;
     /// The sale has ended.
     pub const ENDED: i32 = 40303;
+    /// The token names another buyer than the request.
+    pub const NOT_THIS_BUYER: i32 = 40304;
+    /// The admin plane (or paying) needs the admin (or payment) role, or an allowed peer.
+    pub const NOT_ADMIN: i32 = 40305;
+    /// A purchase needs a valid, unused purchase token.
+    pub const PURCHASE_TOKEN: i32 = 40306;
     /// No activity for this product.
     pub const UNKNOWN_PRODUCT: i32 = 40401;
     /// No such order.
@@ -36,6 +44,8 @@ pub mod codes {
     pub const ORDER_CANCELLED: i32 = 40905;
     /// The order was paid: it can no longer be cancelled.
     pub const ORDER_PAID: i32 = 40906;
+    /// The idempotency key was used for a different request.
+    pub const IDEMPOTENCY_KEY_REUSED: i32 = 42201;
     /// Rate limited (retry after the time given).
     pub const RATE_LIMITED: i32 = 42901;
     /// Internal error.
@@ -92,6 +102,36 @@ pub enum Missing {
     Request,
 }
 
+/// A refusal decided by who the caller is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Denied {
+    /// The token names another buyer than the request (or none).
+    NotThisBuyer,
+    /// The admin plane needs the admin role (mode jwt) or an allowed peer (mode none); paying
+    /// needs the payment or admin role.
+    NotAdmin,
+    /// A purchase needs a valid, unused purchase token.
+    PurchaseToken,
+}
+
+impl Denied {
+    fn message(self) -> &'static str {
+        match self {
+            Self::NotThisBuyer => "the token does not name this buyer",
+            Self::NotAdmin => "not allowed for this caller",
+            Self::PurchaseToken => "a valid, unused purchase token is required",
+        }
+    }
+
+    fn code(self) -> i32 {
+        match self {
+            Self::NotThisBuyer => codes::NOT_THIS_BUYER,
+            Self::NotAdmin => codes::NOT_ADMIN,
+            Self::PurchaseToken => codes::PURCHASE_TOKEN,
+        }
+    }
+}
+
 /// A refusal decided by the state of a sale or an order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Refusal {
@@ -113,6 +153,8 @@ pub enum Refusal {
     OrderCancelled,
     /// The order was paid: it cannot be cancelled.
     OrderPaid,
+    /// The idempotency key was used for a different request (another quantity).
+    IdempotencyKeyReused,
 }
 
 impl Refusal {
@@ -129,6 +171,7 @@ impl Refusal {
             Self::OrderExpired => "payment deadline passed; the order is being cancelled",
             Self::OrderCancelled => "order cancelled; it can no longer be paid",
             Self::OrderPaid => "order paid; it can no longer be cancelled",
+            Self::IdempotencyKeyReused => "this Idempotency-Key was used for a different request",
         }
     }
 
@@ -143,6 +186,7 @@ impl Refusal {
             Self::OrderExpired => codes::ORDER_EXPIRED,
             Self::OrderCancelled => codes::ORDER_CANCELLED,
             Self::OrderPaid => codes::ORDER_PAID,
+            Self::IdempotencyKeyReused => codes::IDEMPOTENCY_KEY_REUSED,
         }
     }
 }
@@ -156,6 +200,12 @@ pub enum ServiceError {
     /// Malformed input or an invalid field.
     #[error("{0}")]
     Invalid(Cow<'static, str>),
+    /// No valid bearer token; the reason is safe to answer.
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    /// Refused because of who the caller is.
+    #[error("{}", .0.message())]
+    Denied(Denied),
     /// A limit refused the request.
     #[error("rate limited")]
     RateLimited {
@@ -199,6 +249,8 @@ impl ServiceError {
     pub fn code(&self) -> i32 {
         match self {
             Self::Invalid(_) => codes::INVALID_REQUEST,
+            Self::Unauthenticated(_) => codes::UNAUTHENTICATED,
+            Self::Denied(d) => d.code(),
             Self::RateLimited { .. } => codes::RATE_LIMITED,
             Self::Busy { reason, .. } => match reason {
                 BusyReason::Degraded => codes::DEGRADED,
@@ -243,6 +295,7 @@ impl ServiceError {
             PurchaseOutcome::InvalidQuantity { max } => {
                 Self::invalid_field("quantity", &format!("must be between 1 and {max}"))
             }
+            PurchaseOutcome::KeyReused => Self::Refused(Refusal::IdempotencyKeyReused),
         })
     }
 }

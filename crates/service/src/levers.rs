@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::error::ServiceError;
 use crate::flow::GlobalLimit;
 use crate::stats::OutcomeCount;
-use crate::{PURCHASE_WORKERS_GROUP, Service};
+use crate::{Caller, PURCHASE_WORKERS_GROUP, Service};
 
 /// The degradation lever's positions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -130,17 +130,30 @@ pub struct SystemStats {
 }
 
 impl Service {
-    /// Sets the degradation lever; answers the position and whether purchases are refused now.
-    pub fn set_degradation(&self, mode: DegradationMode) -> (DegradationMode, bool) {
+    /// Sets the degradation lever (the admin plane); answers the position and whether
+    /// purchases are refused now.
+    ///
+    /// # Errors
+    /// A caller without the admin plane (see [`Caller::require_admin`]).
+    pub fn set_degradation(
+        &self,
+        caller: &Caller,
+        mode: DegradationMode,
+    ) -> Result<(DegradationMode, bool), ServiceError> {
+        self.authorize_admin(caller, "degradation")?;
         let flow = &self.0.flow;
         flow.degradation().set_forced(mode.forced());
-        tracing::warn!(?mode, "degradation mode set by an operator");
-        (mode, flow.is_degraded())
+        tracing::warn!(who = %caller, ?mode, "degradation mode set by an operator");
+        Ok((mode, flow.is_degraded()))
     }
 
-    /// The global rate limit in force.
-    pub fn rate_limit(&self) -> RateLimitView {
-        RateLimitView::of(self.0.flow.global_limit())
+    /// The global rate limit in force (the admin plane).
+    ///
+    /// # Errors
+    /// A caller without the admin plane.
+    pub fn rate_limit(&self, caller: &Caller) -> Result<RateLimitView, ServiceError> {
+        caller.require_admin()?;
+        Ok(RateLimitView::of(self.0.flow.global_limit()))
     }
 
     /// The operators' lever to tighten or relax the global limit at run time (per instance).
@@ -148,8 +161,14 @@ impl Service {
     /// burst.
     ///
     /// # Errors
-    /// [`ServiceError::Invalid`] naming the field; nothing changes.
-    pub fn set_rate_limit(&self, change: RateLimitChange) -> Result<RateLimitView, ServiceError> {
+    /// A caller without the admin plane; [`ServiceError::Invalid`] naming the field. Nothing
+    /// changes.
+    pub fn set_rate_limit(
+        &self,
+        caller: &Caller,
+        change: RateLimitChange,
+    ) -> Result<RateLimitView, ServiceError> {
+        self.authorize_admin(caller, "rate-limit")?;
         let flow = &self.0.flow;
         let next = if change.enable {
             let base = flow.configured_global();
@@ -185,13 +204,17 @@ impl Service {
             None
         };
         flow.set_global_limit(next);
-        tracing::warn!(limit = ?next, "global rate limit set by an operator");
+        tracing::warn!(who = %caller, limit = ?next, "global rate limit set by an operator");
         Ok(RateLimitView::of(next))
     }
 
     /// Uptime, requests by outcome, the queue, load and degradation, the breaker and the
-    /// pipeline's backlog.
-    pub async fn system_stats(&self) -> SystemStats {
+    /// pipeline's backlog (the admin plane).
+    ///
+    /// # Errors
+    /// A caller without the admin plane.
+    pub async fn system_stats(&self, caller: &Caller) -> Result<SystemStats, ServiceError> {
+        caller.require_admin()?;
         let s = &*self.0;
         let q = s.flow.queue();
         let queued =
@@ -201,7 +224,7 @@ impl Service {
             queued(Topic::OrderCreated, ORDER_SERVICE_GROUP),
             queued(Topic::PurchaseRequested, PURCHASE_WORKERS_GROUP),
         );
-        SystemStats {
+        Ok(SystemStats {
             uptime_seconds: s.started.elapsed().as_secs(),
             requests: s.stats.snapshot(),
             in_flight: q.in_flight(),
@@ -220,6 +243,6 @@ impl Service {
             orders_queued,
             async_queued,
             async_pending: s.results.pending(),
-        }
+        })
     }
 }

@@ -17,20 +17,24 @@
 //! - `flow`: [`FlowControl`], the purchase path's protections.
 //! - `pipeline`: [`Pipeline`], the relay and the workers; `results`: [`ResultStore`].
 //! - `lifecycle`: returning stock and the sweeper.
+//! - `antibot`: [`Antibot`], purchase tokens and the proof-of-work challenge before them.
 //! - `stats`: request counters by [`Outcome`].
+//! - `auth`: [`AuthConfig`], [`Authenticator`] and the [`Caller`] every call names.
 //! - `error`: [`ServiceError`] and [`codes`].
 //!
 //! # Example
 //! ```
-//! use seckill_service::{ActivityInput, Components, PurchaseInput, Sale, Service, ServiceError, Settings};
+//! use seckill_service::{ActivityInput, Components, PurchaseInput, Sale, Service, ServiceConfig, ServiceError};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let (service, pipeline) =
-//!     Service::start(Settings::default(), &Default::default(), Components::embedded()).await?;
+//! let (service, pipeline) = Service::start(ServiceConfig::default(), Components::embedded()).await?;
+//! // An operator: in mode none, a peer in auth.admin_allow (loopback by default).
+//! let operator = service.authenticate(None, Some([127, 0, 0, 1].into()))?;
+//! let buyer = service.authenticate(None, Some([203, 0, 113, 7].into()))?;
 //! let now = chrono::Utc::now();
 //! service
-//!     .prewarm(ActivityInput {
+//!     .prewarm(&operator, ActivityInput {
 //!         product_id: 1001,
 //!         product_name: "iPhone 15 Pro".into(),
 //!         price: 8999.0,
@@ -40,22 +44,24 @@
 //!         ..Default::default()
 //!     })
 //!     .await?;
-//! let buy = |user_id| PurchaseInput { product_id: 1001, user_id, ..Default::default() };
-//! let request = service.purchase_request(buy(2001))?;
-//! let outcome = service.purchase(&request, None).await?;
-//! let sale = Sale::from_outcome(&request, &outcome).expect("sold");
+//! let buy = |user_id| PurchaseInput { product_id: 1001, user_id: Some(user_id), ..Default::default() };
+//! let purchase = service.purchase_request(&buyer, buy(2001))?;
+//! let outcome = service.purchase(&purchase, &buyer).await?;
+//! let sale = Sale::from_outcome(&purchase.request, &outcome).expect("sold");
 //! assert_eq!(sale.remaining_stock, 0);
 //! // Business outcomes are values; each maps to the code every front answers with.
-//! let outcome = service.purchase(&service.purchase_request(buy(2002))?, None).await?;
+//! let outcome = service.purchase(&service.purchase_request(&buyer, buy(2002))?, &buyer).await?;
 //! let refused = ServiceError::from_outcome(&outcome).expect("not a sale");
 //! assert_eq!(refused.code(), seckill_service::codes::SOLD_OUT);
 //! assert!(pipeline.shutdown(std::time::Duration::from_secs(5)).await, "the sale reached the order store");
-//! assert_eq!(service.order(&sale.order_id).await?.user_id, 2001);
+//! assert_eq!(service.order(&buyer, &sale.order_id).await?.user_id, 2001);
 //! # Ok(())
 //! # }
 //! ```
 
 mod activity;
+mod antibot;
+mod auth;
 mod error;
 mod flow;
 mod levers;
@@ -79,18 +85,22 @@ use tokio::time::Instant;
 /// The limiter algorithms and the breaker configuration the settings name.
 pub use seckill_flowcontrol::{Algorithm, BreakerConfig};
 
-pub use activity::{ActivityInput, Prewarmed, ProductStats};
-pub use error::{BusyReason, LimitLevel, Missing, Refusal, ServiceError, codes};
+pub use activity::{ActivityInput, Prewarmed, ProductStats, Purchased};
+pub use antibot::*;
+pub use auth::{AuthConfig, AuthMode, Authenticator, Caller, JwtConfig, mint_token};
+pub use error::{BusyReason, Denied, LimitLevel, Missing, Refusal, ServiceError, codes};
 pub use flow::{FlowControl, GlobalLimit};
 pub use levers::{DegradationMode, RateLimitChange, RateLimitView, SystemStats};
 pub use lifecycle::{ReturnFailed, return_stock, sweep_once};
 pub use pipeline::{
     PURCHASE_WORKERS_GROUP, Pipeline, consumer_groups, order_created, purchase_requested,
 };
-pub use purchase::{Accepted, PurchaseInput, Sale};
+pub use purchase::{Accepted, Purchase, PurchaseInput, Sale};
 #[cfg(feature = "redis")]
 pub use results::RedisResults;
-pub use results::{AsyncResults, AsyncStatus, ResultStore, ResultStoreError};
+pub use results::{
+    AsyncResult, AsyncResults, AsyncStatus, DEFAULT_RESULT_CAPACITY, ResultStore, ResultStoreError,
+};
 pub use settings::{ConfigError, DegradationSettings, KeyedLimit, RateLimits, Settings};
 pub use stats::{Outcome, OutcomeCount, Stats};
 
@@ -106,8 +116,11 @@ pub struct Components {
     /// Order store.
     pub orders: Arc<dyn OrderStore>,
     /// Results of asynchronous purchases; `None` keeps them in this process for the
-    /// settings' `result_ttl`.
+    /// settings' `result_ttl`, `result_capacity` at most.
     pub results: Option<Arc<dyn ResultStore>>,
+    /// Where used purchase tokens and challenges are remembered; `None` keeps them in this
+    /// process (enough for one instance; several instances share a Redis ledger).
+    pub ledger: Option<Arc<dyn TokenLedger>>,
 }
 
 impl Components {
@@ -118,8 +131,38 @@ impl Components {
             broker: Arc::new(MemoryBroker::new()),
             orders: Arc::new(MemoryOrderStore::new()),
             results: None,
+            ledger: None,
         }
     }
+}
+
+/// Everything the service is configured with: its own section and the sections of the
+/// libraries it runs.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ServiceConfig {
+    /// `seckill`: flow control and asynchronous purchases.
+    pub seckill: Settings,
+    /// `orders`: the order lifecycle's `payment_timeout` and `sweep_interval`.
+    pub orders: OrdersConfig,
+    /// `auth`: who callers are.
+    pub auth: AuthConfig,
+    /// `antibot`: purchase tokens and the challenge before them.
+    pub antibot: AntibotConfig,
+}
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The auth section is invalid (or the key file it names cannot be read).
+    #[error("invalid auth.{}: {}", .0.key, .0.reason)]
+    Auth(#[source] ConfigError),
+    /// The antibot section is invalid.
+    #[error("invalid antibot.{}: {}", .0.key, .0.reason)]
+    Antibot(#[source] ConfigError),
+    /// The broker refused a subscription of the pipeline.
+    #[error("the broker refused a subscription")]
+    Broker(#[from] seckill_mq::MqError),
 }
 
 /// The purchase service; cloning is one reference count.
@@ -131,6 +174,10 @@ pub(crate) struct Inner {
     pub(crate) orders: Arc<dyn OrderStore>,
     pub(crate) broker: Arc<dyn Broker>,
     pub(crate) flow: FlowControl,
+    pub(crate) auth: Authenticator,
+    pub(crate) antibot: Antibot,
+    /// Each product's epoch and sale start, as last read (for purchase tokens).
+    pub(crate) sales: parking_lot::Mutex<std::collections::HashMap<u64, purchase::SaleWindow>>,
     pub(crate) stats: Stats,
     pub(crate) results: Arc<dyn ResultStore>,
     pub(crate) jobs: mpsc::Sender<Job>,
@@ -141,25 +188,42 @@ pub(crate) struct Inner {
 }
 
 impl Service {
-    /// Builds the service on `components` and starts its pipeline. `orders` gives the order
-    /// lifecycle's `payment_timeout` and `sweep_interval`.
+    /// Builds the service on `components` and starts its pipeline.
     ///
     /// # Errors
-    /// The broker refused a subscription of the pipeline.
+    /// The auth section is unusable (a key file that cannot be read), or the broker refused a
+    /// subscription of the pipeline.
     pub async fn start(
-        settings: Settings,
-        orders: &OrdersConfig,
+        config: ServiceConfig,
         components: Components,
-    ) -> Result<(Self, Pipeline), seckill_mq::MqError> {
+    ) -> Result<(Self, Pipeline), StartError> {
+        let ServiceConfig {
+            seckill: settings,
+            orders,
+            auth,
+            antibot,
+        } = config;
+        let auth = Authenticator::new(&auth).map_err(StartError::Auth)?;
+        let ledger = components
+            .ledger
+            .clone()
+            .unwrap_or_else(|| Arc::new(MemoryLedger::default()) as Arc<dyn TokenLedger>);
+        let antibot = Antibot::new(&antibot, ledger).map_err(StartError::Antibot)?;
         let (tx, rx) = mpsc::channel(settings.queue_size.max(1));
         let results = components.results.clone().unwrap_or_else(|| {
-            Arc::new(AsyncResults::new(settings.result_ttl)) as Arc<dyn ResultStore>
+            Arc::new(AsyncResults::with_capacity(
+                settings.result_ttl,
+                settings.result_capacity.get(),
+            )) as Arc<dyn ResultStore>
         });
         let inner = Arc::new(Inner {
             inventory: components.inventory,
             orders: components.orders,
             broker: components.broker,
             flow: FlowControl::new(&settings),
+            auth,
+            antibot,
+            sales: Default::default(),
             stats: Stats::default(),
             results,
             jobs: tx.clone(),
@@ -168,8 +232,33 @@ impl Service {
             purchase_latency: metrics::histogram!("seckill_purchase_duration_seconds"),
         });
         tokio::spawn(report_gauges(Arc::downgrade(&inner)));
-        let pipeline = Pipeline::start(inner.clone(), orders, (tx, rx)).await?;
+        let pipeline = Pipeline::start(inner.clone(), &orders, (tx, rx)).await?;
         Ok((Self(inner), pipeline))
+    }
+
+    /// Identifies a caller from the `Authorization` header (or metadata) value and the peer
+    /// address; see [`Authenticator::authenticate`].
+    ///
+    /// # Errors
+    /// [`ServiceError::Unauthenticated`] for a token that is present but not valid.
+    pub fn authenticate(
+        &self,
+        authorization: Option<&str>,
+        peer: Option<std::net::IpAddr>,
+    ) -> Result<Caller, ServiceError> {
+        self.0.auth.authenticate(authorization, peer)
+    }
+
+    /// Refuses `caller` unless they may use the admin plane, and logs who did `action`.
+    ///
+    /// # Errors
+    /// See [`Caller::require_admin`].
+    pub fn authorize_admin(&self, caller: &Caller, action: &str) -> Result<(), ServiceError> {
+        caller.require_admin().inspect_err(|_| {
+            tracing::warn!(who = %caller, action, "admin action refused");
+        })?;
+        tracing::info!(who = %caller, action, "admin action");
+        Ok(())
     }
 
     /// The flow-control state (for operators and tests).

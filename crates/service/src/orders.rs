@@ -5,46 +5,58 @@ use seckill_orders::{Order, OrderStatus, Transition, now_ms};
 
 use crate::error::{Missing, Refusal, ServiceError};
 use crate::lifecycle::return_stock;
-use crate::{Inner, Service};
+use crate::{Caller, Inner, Service};
 
-/// Parses an order id, as `1001-42`.
+/// Parses an order id, as `1001-42`: canonical (no sign, no leading zero), each part below 2^63.
 fn parse(raw: &str) -> Result<String, ServiceError> {
     raw.parse::<OrderId>()
+        .ok()
+        .filter(|id| {
+            id.product_id <= i64::MAX as u64 && id.seq <= i64::MAX as u64 && id.to_string() == raw
+        })
         .map(|id| id.to_string())
-        .map_err(|_| ServiceError::invalid_field("orderId", "must look like 1001-42"))
+        .ok_or_else(|| ServiceError::invalid_field("orderId", "must look like 1001-42"))
 }
 
 impl Inner {
     fn store_failed(&self, e: &dyn std::fmt::Display) -> ServiceError {
         self.backend("the order store", e)
     }
+
+    /// The order, when `caller` may see it; anyone else learns nothing, not even that it
+    /// exists.
+    async fn visible_order(&self, caller: &Caller, id: &str) -> Result<Order, ServiceError> {
+        self.orders
+            .get(id)
+            .await
+            .map_err(|e| self.store_failed(&e))?
+            .filter(|o| caller.may_see(o.user_id))
+            .ok_or(ServiceError::NotFound(Missing::Order))
+    }
 }
 
 impl Service {
-    /// A stored order.
+    /// A stored order, for its buyer or an operator.
     ///
     /// # Errors
     /// [`ServiceError::Invalid`] for a malformed id, [`Missing::Order`] when it is not stored
-    /// (a new sale's order may still be in transit), "backend unavailable" when the store fails.
-    pub async fn order(&self, order_id: &str) -> Result<Order, ServiceError> {
-        let s = &*self.0;
+    /// (a new sale's order may still be in transit) or belongs to someone else, "backend
+    /// unavailable" when the store fails.
+    pub async fn order(&self, caller: &Caller, order_id: &str) -> Result<Order, ServiceError> {
         let id = parse(order_id)?;
-        s.orders
-            .get(&id)
-            .await
-            .map_err(|e| s.store_failed(&e))?
-            .ok_or(ServiceError::NotFound(Missing::Order))
+        self.0.visible_order(caller, &id).await
     }
 
-    /// Pays an order awaiting payment. Paying a paid order again answers the order
-    /// (idempotent).
+    /// Pays an order awaiting payment: the payment service's call (payment or admin role; an
+    /// allowed peer in mode none). Paying a paid order again answers the order (idempotent).
     ///
     /// # Errors
-    /// [`Refusal::OrderCancelled`], [`Refusal::OrderExpired`], [`Missing::Order`], and as
-    /// [`Service::order`].
-    pub async fn pay(&self, order_id: &str) -> Result<Order, ServiceError> {
+    /// [`Refusal::OrderCancelled`], [`Refusal::OrderExpired`], [`Missing::Order`], a caller
+    /// who is not the payment service, and as [`Service::order`].
+    pub async fn pay(&self, caller: &Caller, order_id: &str) -> Result<Order, ServiceError> {
         let s = &*self.0;
         let id = parse(order_id)?;
+        caller.require_payment()?;
         match s
             .orders
             .pay(&id, now_ms())
@@ -53,6 +65,7 @@ impl Service {
         {
             Transition::Done(o) => {
                 metrics::counter!("seckill_orders_paid_total").increment(1);
+                tracing::info!(who = %caller, order_id = %o.order_id, "order paid");
                 Ok(o)
             }
             Transition::Final(o) if o.status == OrderStatus::Paid => Ok(o),
@@ -62,14 +75,15 @@ impl Service {
         }
     }
 
-    /// Cancels an order awaiting payment and puts its items back on sale. Cancelling a
-    /// cancelled order again answers the order (idempotent).
+    /// Cancels an order awaiting payment (its buyer or an operator) and puts its items back
+    /// on sale. Cancelling a cancelled order again answers the order (idempotent).
     ///
     /// # Errors
     /// [`Refusal::OrderPaid`], [`Missing::Order`], and as [`Service::order`].
-    pub async fn cancel(&self, order_id: &str) -> Result<Order, ServiceError> {
+    pub async fn cancel(&self, caller: &Caller, order_id: &str) -> Result<Order, ServiceError> {
         let s = &*self.0;
         let id = parse(order_id)?;
+        s.visible_order(caller, &id).await?;
         match s
             .orders
             .cancel(&id, now_ms())

@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::Inner;
-use crate::results::AsyncStatus;
+use crate::results::{AsyncResult, AsyncStatus};
 
 /// The consumer group of the asynchronous purchase workers.
 pub const PURCHASE_WORKERS_GROUP: &str = "purchase-workers";
@@ -339,7 +339,11 @@ async fn worker(
         let stored = match status {
             None => false,
             Some(status) => loop {
-                match service.results.put(&req.request_id, &status).await {
+                let result = AsyncResult {
+                    owner: req.user_id,
+                    status: status.clone(),
+                };
+                match service.results.put(&req.request_id, &result).await {
                     Ok(()) => break true,
                     Err(e) => {
                         tracing::warn!(error = %e, "purchase worker: storing the result failed; retrying");

@@ -7,11 +7,12 @@ use seckill_inventory::{PurchaseOutcome, PurchaseRequest};
 use serde::Serialize;
 use tokio::sync::mpsc::error::TrySendError;
 
-use crate::error::{BusyReason, Missing, ServiceError};
+use crate::antibot::{ChallengeAnswer, IssuedChallenge, IssuedToken, TokenRefusal};
+use crate::error::{BusyReason, Denied, Missing, Refusal, ServiceError};
 use crate::pipeline::{Job, purchase_requested};
-use crate::results::AsyncStatus;
+use crate::results::{AsyncResult, AsyncStatus};
 use crate::stats::Outcome;
-use crate::{Inner, Service};
+use crate::{Caller, Inner, Service};
 
 /// Longest wait for the broker to confirm an accepted asynchronous purchase.
 const PUBLISH_WAIT: Duration = Duration::from_secs(30);
@@ -24,13 +25,39 @@ const MAX_IDEMPOTENCY_KEY: usize = 128;
 pub struct PurchaseInput {
     /// The product (> 0).
     pub product_id: u64,
-    /// The buyer (> 0).
-    pub user_id: u64,
+    /// The buyer (> 0): left out in mode jwt, where the token names the buyer; one that
+    /// differs from the token's is refused.
+    pub user_id: Option<u64>,
     /// Items; `None` means 1.
     pub quantity: Option<u64>,
     /// A retry with the same key gets the first answer.
     pub idempotency_key: Option<String>,
+    /// The purchase token (`antibot.purchase_token`).
+    pub purchase_token: Option<String>,
 }
+
+/// A validated purchase: the inventory's request and the purchase token it carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Purchase {
+    /// What the inventory is asked.
+    pub request: PurchaseRequest,
+    /// The purchase token, redeemed on the way when `antibot.purchase_token` is on.
+    pub token: Option<String>,
+}
+
+/// A product's epoch and sale start, as last read from the inventory.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SaleWindow {
+    epoch: u64,
+    start_ms: i64,
+    read_at: tokio::time::Instant,
+}
+
+/// How long a product's epoch is taken from memory before it is read again.
+const SALE_WINDOW_TTL: Duration = Duration::from_secs(1);
+
+/// Products whose epoch is remembered at most.
+const SALE_WINDOWS: usize = 10_000;
 
 /// A sale, as answered to the buyer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -78,13 +105,27 @@ pub enum Accepted {
 }
 
 impl Service {
-    /// Validates a purchase: positive ids and quantity, an idempotency key of 1 to 128 visible
-    /// ASCII characters. An invalid request is counted and changes nothing.
+    /// Validates a purchase for `caller`: the buyer (the token's in mode jwt), positive ids
+    /// that fit in i64, a positive quantity, an idempotency key of 1 to 128 visible ASCII
+    /// characters. An invalid request is counted and changes nothing.
     ///
     /// # Errors
-    /// [`ServiceError::Invalid`] naming the field.
-    pub fn purchase_request(&self, input: PurchaseInput) -> Result<PurchaseRequest, ServiceError> {
-        validate(input).inspect_err(|_| self.record_invalid())
+    /// [`ServiceError::Invalid`] naming the field; [`ServiceError::Unauthenticated`] or
+    /// [`Denied::NotThisBuyer`](crate::Denied::NotThisBuyer) for a caller who may not buy as
+    /// this buyer.
+    pub fn purchase_request(
+        &self,
+        caller: &Caller,
+        input: PurchaseInput,
+    ) -> Result<Purchase, ServiceError> {
+        let user_id = caller.buyer_for(input.user_id).inspect_err(|e| {
+            if matches!(e, ServiceError::Invalid(_)) {
+                self.record_invalid();
+            }
+        })?;
+        let token = input.purchase_token.clone();
+        let request = validate(input, user_id).inspect_err(|_| self.record_invalid())?;
+        Ok(Purchase { request, token })
     }
 
     /// Buys: degradation → rate limits (global, buyer, client address) → request queue →
@@ -97,11 +138,12 @@ impl Service {
     /// [`ServiceError::RateLimited`].
     pub async fn purchase(
         &self,
-        request: &PurchaseRequest,
-        client: Option<IpAddr>,
+        purchase: &Purchase,
+        caller: &Caller,
     ) -> Result<PurchaseOutcome, ServiceError> {
         let s = &*self.0;
-        s.admit(request, client)?;
+        let request = &purchase.request;
+        s.admit(purchase, caller.peer()).await?;
         let _slot = s.flow.queue().acquire().await.map_err(|_| {
             s.stats.count(Outcome::QueueFull);
             s.flow.busy(BusyReason::QueueFull)
@@ -125,16 +167,23 @@ impl Service {
     /// pipeline is stopping.
     pub async fn purchase_async(
         &self,
-        request: &PurchaseRequest,
-        client: Option<IpAddr>,
+        purchase: &Purchase,
+        caller: &Caller,
     ) -> Result<Accepted, ServiceError> {
         let s = &*self.0;
-        s.admit(request, client)?;
+        let request = &purchase.request;
+        s.admit(purchase, caller.peer()).await?;
         let request_id = format!("{:032x}", rand::random::<u128>());
         // Pending is recorded before the request can run, so a fast worker's result is never
         // overwritten by it.
         s.results
-            .put(&request_id, &AsyncStatus::Pending)
+            .put(
+                &request_id,
+                &AsyncResult {
+                    owner: request.user_id,
+                    status: AsyncStatus::Pending,
+                },
+            )
             .await
             .map_err(|e| {
                 s.stats.count(Outcome::BackendUnavailable);
@@ -169,35 +218,116 @@ impl Service {
         Ok(Accepted::Confirmed(request_id))
     }
 
-    /// The state of an asynchronous purchase.
+    /// A challenge to solve before asking for a purchase token, when `antibot.challenge` is on
+    /// (`None` when it is off).
     ///
     /// # Errors
-    /// [`Missing::Request`] for an unknown or expired id; "backend unavailable" when the result
-    /// store fails.
-    pub async fn result(&self, request_id: &str) -> Result<AsyncStatus, ServiceError> {
+    /// As [`Service::purchase_request`] for who the buyer is; [`Missing::Product`].
+    pub async fn challenge(
+        &self,
+        caller: &Caller,
+        product_id: u64,
+        user_id: Option<u64>,
+    ) -> Result<Option<IssuedChallenge>, ServiceError> {
+        let buyer = caller.buyer_for(user_id)?;
+        if self.0.antibot.challenge().is_none() {
+            return Ok(None);
+        }
+        self.0.sale_window(product_id).await?;
+        Ok(self.0.antibot.issue_challenge(buyer, product_id, now_ms()))
+    }
+
+    /// A purchase token for the caller's buyer and `product_id`, from the sale's start (less
+    /// `antibot.lead_time`); with a challenge on, `answer` must solve one issued to this buyer
+    /// for this product. `None` when purchase tokens are off.
+    ///
+    /// # Errors
+    /// As [`Service::purchase_request`] for who the buyer is; [`Missing::Product`];
+    /// [`Refusal::NotStarted`] before the tokens open; [`Denied::PurchaseToken`] for a
+    /// challenge not passed.
+    pub async fn purchase_token(
+        &self,
+        caller: &Caller,
+        product_id: u64,
+        user_id: Option<u64>,
+        answer: Option<ChallengeAnswer<'_>>,
+    ) -> Result<Option<IssuedToken>, ServiceError> {
+        let s = &*self.0;
+        let buyer = caller.buyer_for(user_id)?;
+        if !s.antibot.requires_token() {
+            return Ok(None);
+        }
+        let sale = s.sale_window(product_id).await?;
+        s.antibot
+            .issue(
+                buyer,
+                product_id,
+                sale.epoch,
+                sale.start_ms,
+                answer,
+                now_ms(),
+            )
+            .await
+            .map_err(|e| s.token_refused(&e))
+    }
+
+    /// The state of an asynchronous purchase, for the buyer who made it (or an operator).
+    ///
+    /// # Errors
+    /// [`ServiceError::Invalid`] for an id that is not 32 hexadecimal digits;
+    /// [`Missing::Request`] for an unknown or expired id, or one of another buyer; "backend
+    /// unavailable" when the result store fails.
+    pub async fn result(
+        &self,
+        caller: &Caller,
+        request_id: &str,
+    ) -> Result<AsyncStatus, ServiceError> {
+        if request_id.len() != 32 || !request_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(ServiceError::invalid_field(
+                "requestId",
+                "must be 32 hexadecimal digits",
+            ));
+        }
         self.0
             .results
             .get(request_id)
             .await
             .map_err(|e| self.0.backend("reading a purchase result", &e))?
+            .filter(|r| caller.may_see(r.owner))
+            .map(|r| r.status)
             .ok_or(ServiceError::NotFound(Missing::Request))
     }
 }
 
-fn validate(input: PurchaseInput) -> Result<PurchaseRequest, ServiceError> {
-    let positive = |field, v: u64| {
-        if v == 0 {
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Largest id: ids are stored as signed 64-bit integers.
+const MAX_ID: u64 = i64::MAX as u64;
+
+fn validate(input: PurchaseInput, user_id: u64) -> Result<PurchaseRequest, ServiceError> {
+    let id = |field, v: u64| {
+        if v == 0 || v > MAX_ID {
             Err(ServiceError::invalid_field(
                 field,
-                "must be a positive integer",
+                "must be a positive integer below 2^63",
             ))
         } else {
             Ok(v)
         }
     };
-    let product_id = positive("product_id", input.product_id)?;
-    let user_id = positive("user_id", input.user_id)?;
-    let quantity = positive("quantity", input.quantity.unwrap_or(1))?;
+    let product_id = id("product_id", input.product_id)?;
+    let user_id = id("user_id", user_id)?;
+    let quantity = match input.quantity.unwrap_or(1) {
+        0 => {
+            return Err(ServiceError::invalid_field(
+                "quantity",
+                "must be a positive integer",
+            ));
+        }
+        q => q,
+    };
     if let Some(k) = &input.idempotency_key {
         if k.is_empty()
             || k.len() > MAX_IDEMPOTENCY_KEY
@@ -219,10 +349,68 @@ fn validate(input: PurchaseInput) -> Result<PurchaseRequest, ServiceError> {
 }
 
 impl Inner {
-    /// Degradation, then every rate-limit level as one chain.
-    fn admit(&self, request: &PurchaseRequest, client: Option<IpAddr>) -> Result<(), ServiceError> {
+    /// Degradation, every rate-limit level as one chain, then the purchase token.
+    async fn admit(&self, purchase: &Purchase, client: Option<IpAddr>) -> Result<(), ServiceError> {
+        let request = &purchase.request;
         self.flow.check_degradation(&self.stats)?;
-        self.flow.check_limits(&self.stats, request.user_id, client)
+        self.flow
+            .check_limits(&self.stats, request.user_id, client)?;
+        if self.antibot.requires_token() {
+            let sale = self.sale_window(request.product_id).await?;
+            self.antibot
+                .redeem(
+                    purchase.token.as_deref(),
+                    request.user_id,
+                    request.product_id,
+                    sale.epoch,
+                    now_ms(),
+                )
+                .await
+                .map_err(|e| self.token_refused(&e))?;
+        }
+        Ok(())
+    }
+
+    fn token_refused(&self, e: &TokenRefusal) -> ServiceError {
+        if e.is_transient() {
+            return self.backend("the purchase token ledger", e);
+        }
+        match e {
+            TokenRefusal::NotYetOpen { .. } => ServiceError::Refused(Refusal::NotStarted),
+            _ => {
+                tracing::debug!(refusal = %e, "purchase token refused");
+                ServiceError::Denied(Denied::PurchaseToken)
+            }
+        }
+    }
+
+    /// The product's epoch and sale start, from memory when read in the last second.
+    async fn sale_window(&self, product_id: u64) -> Result<SaleWindow, ServiceError> {
+        let now = tokio::time::Instant::now();
+        if let Some(w) = self.sales.lock().get(&product_id) {
+            if now.duration_since(w.read_at) < SALE_WINDOW_TTL {
+                return Ok(*w);
+            }
+        }
+        let (activity, stats) = tokio::try_join!(
+            self.inventory.activity(product_id),
+            self.inventory.stats(product_id)
+        )
+        .map_err(|e| self.backend("reading the activity", &e))?;
+        let (Some(a), Some(st)) = (activity, stats) else {
+            return Err(ServiceError::NotFound(Missing::Product));
+        };
+        let w = SaleWindow {
+            epoch: st.epoch,
+            start_ms: a.start_ms(),
+            read_at: now,
+        };
+        let mut sales = self.sales.lock();
+        if sales.len() >= SALE_WINDOWS {
+            sales.clear();
+        }
+        sales.insert(product_id, w);
+        Ok(w)
     }
 
     /// The circuit breaker and the inventory, without the queue (asynchronous workers are the
@@ -250,7 +438,9 @@ impl Inner {
                     | PurchaseOutcome::Ended
                     | PurchaseOutcome::Inactive => Outcome::NotOnSale,
                     PurchaseOutcome::UnknownProduct => Outcome::UnknownProduct,
-                    PurchaseOutcome::InvalidQuantity { .. } => Outcome::Invalid,
+                    PurchaseOutcome::InvalidQuantity { .. } | PurchaseOutcome::KeyReused => {
+                        Outcome::Invalid
+                    }
                 });
                 Ok(outcome)
             }
@@ -290,28 +480,32 @@ impl Inner {
 mod tests {
     use super::*;
 
-    fn input(product_id: u64, user_id: u64, quantity: Option<u64>) -> PurchaseInput {
-        PurchaseInput {
+    fn input(product_id: u64, user_id: u64, quantity: Option<u64>) -> (PurchaseInput, u64) {
+        let i = PurchaseInput {
             product_id,
-            user_id,
+            user_id: Some(user_id),
             quantity,
-            idempotency_key: None,
-        }
+            ..PurchaseInput::default()
+        };
+        (i, user_id)
     }
 
     #[test]
     fn validation_names_the_field() {
-        let field = |i| match validate(i) {
+        let field = |(i, u)| match validate(i, u) {
             Err(ServiceError::Invalid(m)) => m.into_owned(),
             other => panic!("{other:?}"),
         };
         assert!(field(input(0, 1, None)).contains("product_id"));
         assert!(field(input(1, 0, None)).contains("user_id"));
         assert!(field(input(1, 1, Some(0))).contains("quantity"));
+        assert!(field(input(1 << 63, 1, None)).contains("product_id"));
+        assert!(field(input(1, u64::MAX, None)).contains("user_id"));
         let mut long = input(1, 1, None);
-        long.idempotency_key = Some("k".repeat(200));
+        long.0.idempotency_key = Some("k".repeat(200));
         assert!(field(long).contains("Idempotency-Key"));
-        let r = validate(input(1, 2, None)).unwrap();
+        let (i, u) = input(1, 2, None);
+        let r = validate(i, u).unwrap();
         assert_eq!((r.product_id, r.user_id, r.quantity), (1, 2, 1));
     }
 }

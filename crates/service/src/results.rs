@@ -1,7 +1,7 @@
 //! [`ResultStore`]: where the results of asynchronous purchases are kept for their time-to-live,
 //! in this process ([`AsyncResults`]) or in Redis (`RedisResults`, feature `redis`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -44,19 +44,29 @@ impl AsyncStatus {
     }
 }
 
+/// An asynchronous purchase's state with the buyer it belongs to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AsyncResult {
+    /// The buyer who made the request: only they (or an operator) may read it.
+    pub owner: u64,
+    /// Its state.
+    #[serde(flatten)]
+    pub status: AsyncStatus,
+}
+
 /// Where asynchronous purchase results are kept for their time-to-live.
 #[async_trait]
 pub trait ResultStore: Send + Sync + 'static {
-    /// Records a status (replacing the previous one).
+    /// Records a result (replacing the previous one).
+    ///
+    /// # Errors
+    /// The store failed, or is full.
+    async fn put(&self, id: &str, result: &AsyncResult) -> Result<(), ResultStoreError>;
+    /// The result of a request, `None` when unknown or expired.
     ///
     /// # Errors
     /// The store failed.
-    async fn put(&self, id: &str, status: &AsyncStatus) -> Result<(), ResultStoreError>;
-    /// The status of a request, `None` when unknown or expired.
-    ///
-    /// # Errors
-    /// The store failed.
-    async fn get(&self, id: &str) -> Result<Option<AsyncStatus>, ResultStoreError>;
+    async fn get(&self, id: &str) -> Result<Option<AsyncResult>, ResultStoreError>;
     /// Forgets a request.
     ///
     /// # Errors
@@ -71,62 +81,138 @@ pub trait ResultStore: Send + Sync + 'static {
 #[error("result store failed: {0}")]
 pub struct ResultStoreError(pub String);
 
-/// Results of asynchronous purchases in this process, kept for a time-to-live (embedded mode).
+/// Results of asynchronous purchases in this process (embedded mode), each kept for a
+/// time-to-live after its last update, at most `capacity` of them: when full, the oldest
+/// finished or expired results go first, and a store holding only pending requests refuses new
+/// ones rather than growing.
 pub struct AsyncResults {
     ttl: Duration,
-    map: Mutex<HashMap<String, (AsyncStatus, Instant)>>,
+    capacity: usize,
+    inner: Mutex<Held>,
 }
 
-impl AsyncResults {
-    /// Keeps each result for `ttl` after its last update.
-    pub fn new(ttl: Duration) -> Self {
-        Self {
-            ttl,
-            map: Mutex::new(HashMap::new()),
+#[derive(Default)]
+struct Held {
+    map: HashMap<String, (AsyncResult, Instant)>,
+    /// Ids in the order they arrived (may name removed ones, dropped when met).
+    order: VecDeque<String>,
+    pending: usize,
+}
+
+impl Held {
+    fn forget(&mut self, id: &str) -> bool {
+        match self.map.remove(id) {
+            Some((r, _)) => {
+                if r.status == AsyncStatus::Pending {
+                    self.pending -= 1;
+                }
+                true
+            }
+            None => false,
         }
     }
 
-    /// Records a status.
-    pub fn put(&self, id: &str, status: AsyncStatus) {
-        let now = Instant::now();
-        let mut map = self.map.lock();
-        // Amortised expiry: sweep when the map doubles past a small floor.
-        if map.len() >= 1024 && map.len().is_power_of_two() {
-            map.retain(|_, (_, at)| now.saturating_duration_since(*at) < self.ttl);
+    /// Frees one place: the oldest expired or finished result.
+    fn evict_one(&mut self, now: Instant, ttl: Duration) -> bool {
+        for _ in 0..self.order.len() {
+            let Some(id) = self.order.pop_front() else {
+                return false;
+            };
+            let Some((r, at)) = self.map.get(&id) else {
+                continue; // removed earlier
+            };
+            if r.status != AsyncStatus::Pending || now.saturating_duration_since(*at) >= ttl {
+                self.forget(&id);
+                return true;
+            }
+            self.order.push_back(id);
         }
-        map.insert(id.to_owned(), (status, now));
+        false
+    }
+}
+
+/// Results held by default, at most.
+pub const DEFAULT_RESULT_CAPACITY: usize = 100_000;
+
+impl AsyncResults {
+    /// Keeps each result for `ttl` after its last update, [`DEFAULT_RESULT_CAPACITY`] at most.
+    pub fn new(ttl: Duration) -> Self {
+        Self::with_capacity(ttl, DEFAULT_RESULT_CAPACITY)
+    }
+
+    /// Keeps each result for `ttl`, `capacity` (at least 1) at most.
+    pub fn with_capacity(ttl: Duration, capacity: usize) -> Self {
+        Self {
+            ttl,
+            capacity: capacity.max(1),
+            inner: Mutex::new(Held::default()),
+        }
+    }
+
+    /// Records a result.
+    ///
+    /// # Errors
+    /// Full of pending requests.
+    pub fn put(&self, id: &str, result: AsyncResult) -> Result<(), ResultStoreError> {
+        let now = Instant::now();
+        let mut held = self.inner.lock();
+        let pending = result.status == AsyncStatus::Pending;
+        if !held.forget(id) {
+            if held.map.len() >= self.capacity && !held.evict_one(now, self.ttl) {
+                return Err(ResultStoreError(format!(
+                    "{} asynchronous purchases are pending: the result store is full",
+                    held.map.len()
+                )));
+            }
+            held.order.push_back(id.to_owned());
+            if held.order.len() > 2 * self.capacity {
+                let Held { map, order, .. } = &mut *held;
+                order.retain(|id| map.contains_key(id));
+            }
+        }
+        if pending {
+            held.pending += 1;
+        }
+        held.map.insert(id.to_owned(), (result, now));
+        Ok(())
     }
 
     /// Forgets a request.
     pub fn remove(&self, id: &str) {
-        self.map.lock().remove(id);
+        self.inner.lock().forget(id);
     }
 
-    /// The status of a request, `None` when unknown or expired.
-    pub fn get(&self, id: &str) -> Option<AsyncStatus> {
-        let map = self.map.lock();
-        map.get(id)
+    /// The result of a request, `None` when unknown or expired.
+    pub fn get(&self, id: &str) -> Option<AsyncResult> {
+        let held = self.inner.lock();
+        held.map
+            .get(id)
             .filter(|(_, at)| at.elapsed() < self.ttl)
-            .map(|(s, _)| s.clone())
+            .map(|(r, _)| r.clone())
     }
 
     /// Requests still pending.
     pub fn pending(&self) -> usize {
-        self.map
-            .lock()
-            .values()
-            .filter(|(s, _)| *s == AsyncStatus::Pending)
-            .count()
+        self.inner.lock().pending
+    }
+
+    /// Results held.
+    pub fn len(&self) -> usize {
+        self.inner.lock().map.len()
+    }
+
+    /// Whether no result is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
 #[async_trait]
 impl ResultStore for AsyncResults {
-    async fn put(&self, id: &str, status: &AsyncStatus) -> Result<(), ResultStoreError> {
-        AsyncResults::put(self, id, status.clone());
-        Ok(())
+    async fn put(&self, id: &str, result: &AsyncResult) -> Result<(), ResultStoreError> {
+        AsyncResults::put(self, id, result.clone())
     }
-    async fn get(&self, id: &str) -> Result<Option<AsyncStatus>, ResultStoreError> {
+    async fn get(&self, id: &str) -> Result<Option<AsyncResult>, ResultStoreError> {
         Ok(AsyncResults::get(self, id))
     }
     async fn remove(&self, id: &str) -> Result<(), ResultStoreError> {
@@ -167,15 +253,15 @@ impl RedisResults {
 #[cfg(feature = "redis")]
 #[async_trait]
 impl ResultStore for RedisResults {
-    async fn put(&self, id: &str, status: &AsyncStatus) -> Result<(), ResultStoreError> {
-        let json = serde_json::to_string(status).map_err(|e| ResultStoreError(e.to_string()))?;
+    async fn put(&self, id: &str, result: &AsyncResult) -> Result<(), ResultStoreError> {
+        let json = serde_json::to_string(result).map_err(|e| ResultStoreError(e.to_string()))?;
         self.client
             .set_px(&self.key(id), &json, self.ttl)
             .await
             .map_err(|e| ResultStoreError(e.to_string()))
     }
 
-    async fn get(&self, id: &str) -> Result<Option<AsyncStatus>, ResultStoreError> {
+    async fn get(&self, id: &str) -> Result<Option<AsyncResult>, ResultStoreError> {
         let Some(json) = self
             .client
             .get_string(&self.key(id))
@@ -199,5 +285,65 @@ impl ResultStore for RedisResults {
 
     fn pending(&self) -> Option<usize> {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(owner: u64) -> AsyncResult {
+        AsyncResult {
+            owner,
+            status: AsyncStatus::Pending,
+        }
+    }
+
+    fn done(owner: u64) -> AsyncResult {
+        AsyncResult {
+            owner,
+            status: AsyncStatus::Success {
+                order_id: "1-1".into(),
+                remaining_stock: 0,
+            },
+        }
+    }
+
+    #[test]
+    fn a_full_store_evicts_the_oldest_finished_and_refuses_when_all_are_pending() {
+        let r = AsyncResults::with_capacity(Duration::from_secs(600), 3);
+        r.put("a", pending(1)).unwrap();
+        r.put("b", pending(2)).unwrap();
+        r.put("c", pending(3)).unwrap();
+        assert!(
+            r.put("d", pending(4)).is_err(),
+            "only pending requests: full"
+        );
+        assert_eq!((r.len(), r.pending()), (3, 3));
+        // Finishing one makes room; the finished one goes first.
+        r.put("b", done(2)).unwrap();
+        assert_eq!(r.pending(), 2);
+        r.put("d", pending(4)).unwrap();
+        assert_eq!(r.get("b"), None, "the oldest finished result was evicted");
+        assert_eq!(r.get("a"), Some(pending(1)), "pending ones stay");
+        assert_eq!((r.len(), r.pending()), (3, 3));
+        // Updates of held ids never count as new entries.
+        for _ in 0..10 {
+            r.put("a", pending(1)).unwrap();
+        }
+        r.remove("a");
+        assert_eq!((r.len(), r.pending()), (2, 2));
+    }
+
+    #[test]
+    fn churn_keeps_the_arrival_list_bounded() {
+        let r = AsyncResults::with_capacity(Duration::from_secs(600), 4);
+        for i in 0..1000 {
+            let id = format!("r{i}");
+            r.put(&id, pending(1)).unwrap();
+            r.remove(&id);
+        }
+        assert!(r.inner.lock().order.len() <= 8);
+        assert!(r.is_empty());
     }
 }

@@ -46,6 +46,10 @@ pub struct Settings {
     /// not run any more.
     #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub result_ttl: Duration,
+    /// Results of asynchronous purchases kept in this process at most (default 100,000): when
+    /// full the oldest finished ones go first, and a store of pending requests only answers
+    /// "busy" rather than growing.
+    pub result_capacity: NonZeroUsize,
     /// The purchase limits.
     pub rate_limit: RateLimits,
     /// The circuit breaker around the inventory backend.
@@ -150,6 +154,7 @@ impl Default for Settings {
             queue_timeout: Duration::from_secs(1),
             async_workers: nzu(4),
             result_ttl: Duration::from_secs(600),
+            result_capacity: nzu(crate::DEFAULT_RESULT_CAPACITY),
             rate_limit: RateLimits::default(),
             circuit_breaker: BreakerConfig::default(),
             degradation: DegradationSettings::default(),

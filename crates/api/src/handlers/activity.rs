@@ -5,7 +5,7 @@ use axum::response::{IntoResponse, Response};
 use seckill_service::{ActivityInput, DegradationMode, RateLimitChange};
 use serde::{Deserialize, Serialize};
 
-use super::{Kind, answer, json_body};
+use super::{Auth, Kind, answer, json_body};
 use crate::AppState;
 
 const PREWARM_FIELDS: &[(&str, Kind, bool)] = &[
@@ -23,7 +23,7 @@ const PREWARM_FIELDS: &[(&str, Kind, bool)] = &[
 /// Loads an activity into the inventory before its sale.
 pub(crate) async fn prewarm(State(s): State<AppState>, req: Request) -> Response {
     match json_body::<ActivityInput>(&s, req, PREWARM_FIELDS).await {
-        Ok((_, input)) => answer(s.service.prewarm(input).await),
+        Ok((caller, input)) => answer(s.service.prewarm(&caller, input).await),
         Err(e) => e.into_response(),
     }
 }
@@ -43,10 +43,11 @@ struct DegradationView {
 pub(crate) async fn degradation(State(s): State<AppState>, req: Request) -> Response {
     let body = json_body::<DegradationBody>(&s, req, &[("mode", Kind::String, true)]).await;
     match body {
-        Ok((_, b)) => answer(DegradationMode::parse(&b.mode).map(|mode| {
-            let (mode, degraded) = s.service.set_degradation(mode);
-            DegradationView { mode, degraded }
-        })),
+        Ok((caller, b)) => answer(
+            DegradationMode::parse(&b.mode)
+                .and_then(|mode| s.service.set_degradation(&caller, mode))
+                .map(|(mode, degraded)| DegradationView { mode, degraded }),
+        ),
         Err(e) => e.into_response(),
     }
 }
@@ -67,8 +68,8 @@ const RATE_LIMIT_FIELDS: &[(&str, Kind, bool)] = &[
 ];
 
 /// `GET /api/v1/system/rate-limit`: the global limit in force.
-pub(crate) async fn rate_limit_get(State(s): State<AppState>) -> Response {
-    answer(Ok(s.service.rate_limit()))
+pub(crate) async fn rate_limit_get(State(s): State<AppState>, Auth(caller): Auth) -> Response {
+    answer(s.service.rate_limit(&caller))
 }
 
 /// `POST /api/v1/system/rate-limit`: the operators' lever to tighten or relax the global limit
@@ -76,12 +77,15 @@ pub(crate) async fn rate_limit_get(State(s): State<AppState>) -> Response {
 /// fields keep their values) or `{"enable": false}`. Per instance.
 pub(crate) async fn rate_limit_set(State(s): State<AppState>, req: Request) -> Response {
     match json_body::<RateLimitBody>(&s, req, RATE_LIMIT_FIELDS).await {
-        Ok((_, b)) => answer(s.service.set_rate_limit(RateLimitChange {
-            enable: b.enable,
-            requests_per_second: b.requests_per_second,
-            burst_size: b.burst_size,
-            algorithm: b.algorithm,
-        })),
+        Ok((caller, b)) => answer(s.service.set_rate_limit(
+            &caller,
+            RateLimitChange {
+                enable: b.enable,
+                requests_per_second: b.requests_per_second,
+                burst_size: b.burst_size,
+                algorithm: b.algorithm,
+            },
+        )),
         Err(e) => e.into_response(),
     }
 }

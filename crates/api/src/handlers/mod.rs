@@ -1,6 +1,7 @@
 //! Route handlers and the request/response plumbing they share.
 
 pub(crate) mod activity;
+pub(crate) mod antibot;
 pub(crate) mod orders;
 pub(crate) mod purchase;
 pub(crate) mod query;
@@ -14,9 +15,13 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use seckill_service::ServiceError;
+use std::net::SocketAddr;
 
-use crate::ApiError;
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+use seckill_service::{Caller, ServiceError};
+
+use crate::{ApiError, AppState};
 
 /// The success envelope `{"code":0,"message":"success","data":…}`.
 pub(crate) fn ok<T: Serialize>(status: StatusCode, data: &T) -> Response {
@@ -64,13 +69,14 @@ pub(crate) fn answer<T: Serialize>(result: Result<T, ServiceError>) -> Response 
 
 /// Reads and parses a JSON body into `T`, naming the offending field among `fields`.
 pub(crate) async fn json_body<T: DeserializeOwned>(
-    state: &crate::AppState,
+    state: &AppState,
     req: axum::extract::Request,
     fields: &[(&'static str, Kind, bool)],
-) -> Result<(axum::http::request::Parts, T), ApiError> {
+) -> Result<(Caller, T), ApiError> {
     let (parts, body) = req.into_parts();
+    let caller = caller(state, &parts)?;
     let bytes = read_body(&parts.headers, body, state.max_body_bytes).await?;
-    Ok((parts, parse_json(&bytes, fields)?))
+    Ok((caller, parse_json(&bytes, fields)?))
 }
 
 /// The JSON type a field must have, for error messages.
@@ -110,14 +116,7 @@ pub(crate) async fn read_body(
     body: Body,
     limit: usize,
 ) -> Result<Bytes, ApiError> {
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
-    if !is_json {
-        return Err(ApiError::UnsupportedMediaType);
-    }
+    require_json(headers)?;
     if let Some(len) = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -207,10 +206,75 @@ fn diagnose(
     ApiError::invalid(format!("invalid body: {err}"))
 }
 
-/// Parses a path segment as a positive id.
+/// Parses a path segment as an id: a canonical positive integer (digits only, no leading zero)
+/// below 2^63.
 pub(crate) fn path_id(name: &str, raw: &str) -> Result<u64, ApiError> {
+    let canonical = !raw.is_empty()
+        && raw.len() <= 19
+        && raw.bytes().all(|b| b.is_ascii_digit())
+        && !raw.starts_with('0');
     match raw.parse::<u64>() {
-        Ok(v) if v > 0 => Ok(v),
-        _ => Err(ApiError::invalid_field(name, "must be a positive integer")),
+        Ok(v) if canonical && v <= i64::MAX as u64 => Ok(v),
+        _ => Err(ApiError::invalid_field(
+            name,
+            "must be a positive integer below 2^63",
+        )),
+    }
+}
+
+/// The caller of a request: its bearer token and peer address, through the service.
+pub(crate) fn caller(s: &AppState, parts: &Parts) -> Result<Caller, ApiError> {
+    let authorization = match parts.headers.get(header::AUTHORIZATION) {
+        None => None,
+        Some(v) => Some(v.to_str().map_err(|_| {
+            ApiError::Service(ServiceError::Unauthenticated(
+                "the Authorization header must be \"Bearer <token>\"",
+            ))
+        })?),
+    };
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    Ok(s.service.authenticate(authorization, peer)?)
+}
+
+/// Extracts the [`Caller`].
+pub(crate) struct Auth(pub(crate) Caller);
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, ApiError> {
+        caller(s, parts).map(Auth)
+    }
+}
+
+/// Path parameters, with a malformed one (bad percent-encoding, not UTF-8) answered in the
+/// envelope like any invalid input.
+pub(crate) struct Params<T>(pub(crate) T);
+
+impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, s).await {
+            Ok(axum::extract::Path(v)) => Ok(Params(v)),
+            Err(e) => Err(ApiError::invalid(format!("invalid path parameter: {e}"))),
+        }
+    }
+}
+
+/// State-changing routes take only JSON, so a cross-site form post cannot reach them.
+pub(crate) fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+    if is_json {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType)
     }
 }

@@ -1,12 +1,13 @@
 //! `GET /api/v1/seckill/orders/{orderId}`, `POST …/pay` and `POST …/cancel`.
 
-use axum::extract::{Path, State};
-use axum::response::Response;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
 use seckill_orders::Order;
 use seckill_service::ServiceError;
 use serde::Serialize;
 
-use super::answer;
+use super::{Auth, Params, answer, require_json};
 use crate::AppState;
 
 #[derive(Serialize)]
@@ -23,18 +24,39 @@ fn view(result: Result<Order, ServiceError>) -> Response {
     }))
 }
 
-/// `GET /api/v1/seckill/orders/{orderId}`: a stored order.
-pub(crate) async fn get(State(s): State<AppState>, Path(id): Path<String>) -> Response {
-    view(s.service.order(&id).await)
+/// `GET /api/v1/seckill/orders/{orderId}`: a stored order, for its buyer or an operator.
+pub(crate) async fn get(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Params(id): Params<String>,
+) -> Response {
+    view(s.service.order(&caller, &id).await)
 }
 
-/// Pays an order awaiting payment. Paying a paid order again answers the order (idempotent).
-pub(crate) async fn pay(State(s): State<AppState>, Path(id): Path<String>) -> Response {
-    view(s.service.pay(&id).await)
+/// Pays an order awaiting payment (the payment service). Paying a paid order again answers the
+/// order (idempotent).
+pub(crate) async fn pay(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Auth(caller): Auth,
+    Params(id): Params<String>,
+) -> Response {
+    if let Err(e) = require_json(&headers) {
+        return e.into_response();
+    }
+    view(s.service.pay(&caller, &id).await)
 }
 
-/// Cancels an order awaiting payment and puts its items back on sale. Cancelling a cancelled
-/// order again answers the order (idempotent).
-pub(crate) async fn cancel(State(s): State<AppState>, Path(id): Path<String>) -> Response {
-    view(s.service.cancel(&id).await)
+/// Cancels an order awaiting payment (its buyer or an operator) and puts its items back on
+/// sale. Cancelling a cancelled order again answers the order (idempotent).
+pub(crate) async fn cancel(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Auth(caller): Auth,
+    Params(id): Params<String>,
+) -> Response {
+    if let Err(e) = require_json(&headers) {
+        return e.into_response();
+    }
+    view(s.service.cancel(&caller, &id).await)
 }

@@ -1,37 +1,38 @@
 //! `POST /api/v1/seckill/purchase` and `/purchase/async`, `GET /api/v1/seckill/result/{id}`.
 
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use seckill_inventory::PurchaseRequest;
-use seckill_service::{Accepted, AsyncStatus, PurchaseInput, Sale, ServiceError, codes};
+use seckill_service::{
+    Accepted, AsyncStatus, Caller, Purchase, PurchaseInput, Sale, ServiceError, codes,
+};
 use serde::{Deserialize, Serialize};
 
-use super::{Kind, envelope, ok, parse_json, read_body};
+use super::{Auth, Kind, Params, caller, envelope, ok, parse_json, read_body};
 use crate::{ApiError, AppState};
 
 #[derive(Deserialize)]
 struct PurchaseBody {
     product_id: u64,
-    user_id: u64,
+    #[serde(default)]
+    user_id: Option<u64>,
     #[serde(default)]
     quantity: Option<u64>,
+    #[serde(default)]
+    purchase_token: Option<String>,
 }
 
 const FIELDS: &[(&str, Kind, bool)] = &[
     ("product_id", Kind::PositiveInt, true),
-    ("user_id", Kind::PositiveInt, true),
+    ("user_id", Kind::PositiveInt, false),
     ("quantity", Kind::PositiveInt, false),
+    ("purchase_token", Kind::String, false),
 ];
 
 /// Reads and validates a purchase; nothing is spent or changed before it is valid.
-async fn read(
-    s: &AppState,
-    req: Request,
-) -> Result<(PurchaseRequest, Option<SocketAddr>), ApiError> {
+async fn read(s: &AppState, req: Request) -> Result<(Purchase, Caller), ApiError> {
     let (parts, body) = req.into_parts();
+    let caller = caller(s, &parts)?;
     let parsed = async {
         let bytes = read_body(&parts.headers, body, s.max_body_bytes).await?;
         parse_json::<PurchaseBody>(&bytes, FIELDS)
@@ -52,26 +53,26 @@ async fn read(
                 .to_owned(),
         ),
     };
-    let request = s.service.purchase_request(PurchaseInput {
-        product_id: parsed.product_id,
-        user_id: parsed.user_id,
-        quantity: parsed.quantity,
-        idempotency_key,
-    })?;
-    let peer = parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0);
-    Ok((request, peer))
+    let request = s.service.purchase_request(
+        &caller,
+        PurchaseInput {
+            product_id: parsed.product_id,
+            user_id: parsed.user_id,
+            quantity: parsed.quantity,
+            idempotency_key,
+            purchase_token: parsed.purchase_token,
+        },
+    )?;
+    Ok((request, caller))
 }
 
 /// Synchronous purchase.
 pub(crate) async fn purchase(State(s): State<AppState>, req: Request) -> Response {
     let started = std::time::Instant::now();
     let result = async {
-        let (request, peer) = read(&s, req).await?;
-        let outcome = s.service.purchase(&request, peer.map(|p| p.ip())).await?;
-        match Sale::from_outcome(&request, &outcome) {
+        let (purchase, caller) = read(&s, req).await?;
+        let outcome = s.service.purchase(&purchase, &caller).await?;
+        match Sale::from_outcome(&purchase.request, &outcome) {
             Some(sale) => Ok(ok(StatusCode::OK, &sale)),
             None => Err(ApiError::from(
                 ServiceError::from_outcome(&outcome).unwrap_or(ServiceError::Internal),
@@ -93,32 +94,26 @@ struct AcceptedView<'a> {
 /// id to poll.
 pub(crate) async fn purchase_async(State(s): State<AppState>, req: Request) -> Response {
     let result = async {
-        let (request, peer) = read(&s, req).await?;
-        Ok::<_, ApiError>(
-            match s
-                .service
-                .purchase_async(&request, peer.map(|p| p.ip()))
-                .await?
-            {
-                Accepted::Confirmed(id) => ok(
-                    StatusCode::ACCEPTED,
-                    &AcceptedView {
-                        request_id: &id,
-                        status: "pending",
-                    },
-                ),
-                // It may still run: the answer says so, with the id to poll, never "failed".
-                Accepted::Unconfirmed(id) => envelope(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    codes::BACKEND_UNAVAILABLE,
-                    "the broker did not confirm the request; it may still run: poll its result",
-                    &AcceptedView {
-                        request_id: &id,
-                        status: "unconfirmed",
-                    },
-                ),
-            },
-        )
+        let (purchase, caller) = read(&s, req).await?;
+        Ok::<_, ApiError>(match s.service.purchase_async(&purchase, &caller).await? {
+            Accepted::Confirmed(id) => ok(
+                StatusCode::ACCEPTED,
+                &AcceptedView {
+                    request_id: &id,
+                    status: "pending",
+                },
+            ),
+            // It may still run: the answer says so, with the id to poll, never "failed".
+            Accepted::Unconfirmed(id) => envelope(
+                StatusCode::SERVICE_UNAVAILABLE,
+                codes::BACKEND_UNAVAILABLE,
+                "the broker did not confirm the request; it may still run: poll its result",
+                &AcceptedView {
+                    request_id: &id,
+                    status: "unconfirmed",
+                },
+            ),
+        })
     };
     result.await.unwrap_or_else(IntoResponse::into_response)
 }
@@ -131,8 +126,12 @@ struct ResultView<'a> {
 }
 
 /// The state of an asynchronous purchase.
-pub(crate) async fn result(State(s): State<AppState>, Path(id): Path<String>) -> Response {
-    match s.service.result(&id).await {
+pub(crate) async fn result(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Params(id): Params<String>,
+) -> Response {
+    match s.service.result(&caller, &id).await {
         Ok(status) => ok(
             StatusCode::OK,
             &ResultView {

@@ -1,52 +1,40 @@
 //! Read-only routes: product stats, has-purchased, system stats, health, metrics.
 
-use axum::extract::{Path, State};
+use super::{Auth, Params, answer, ok, path_id};
+use crate::{ApiError, AppState};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
-
-use super::{answer, ok, path_id};
-use crate::{ApiError, AppState};
 
 /// `GET /api/v1/seckill/stats/{productId}`.
-pub(crate) async fn product_stats(State(s): State<AppState>, Path(raw): Path<String>) -> Response {
+pub(crate) async fn product_stats(
+    State(s): State<AppState>,
+    Params(raw): Params<String>,
+) -> Response {
     match path_id("productId", &raw) {
         Ok(product_id) => answer(s.service.product_stats(product_id).await),
         Err(e) => e.into_response(),
     }
 }
 
-#[derive(Serialize)]
-struct Purchased {
-    product_id: u64,
-    user_id: u64,
-    purchased: bool,
-}
-
 /// `GET /api/v1/seckill/purchased/{productId}/{userId}`.
 pub(crate) async fn purchased(
     State(s): State<AppState>,
-    Path((p, u)): Path<(String, String)>,
+    Auth(caller): Auth,
+    Params((p, u)): Params<(String, String)>,
 ) -> Response {
     let result = async {
         let product_id = path_id("productId", &p)?;
         let user_id = path_id("userId", &u)?;
-        let purchased = s.service.has_purchased(product_id, user_id).await?;
-        Ok::<_, ApiError>(ok(
-            StatusCode::OK,
-            &Purchased {
-                product_id,
-                user_id,
-                purchased,
-            },
-        ))
+        let purchased = s.service.purchased(&caller, product_id, user_id).await?;
+        Ok::<_, ApiError>(ok(StatusCode::OK, &purchased))
     };
     result.await.unwrap_or_else(IntoResponse::into_response)
 }
 
 /// `GET /api/v1/system/stats`.
-pub(crate) async fn system_stats(State(s): State<AppState>) -> Response {
-    ok(StatusCode::OK, &s.service.system_stats().await)
+pub(crate) async fn system_stats(State(s): State<AppState>, Auth(caller): Auth) -> Response {
+    answer(s.service.system_stats(&caller).await)
 }
 
 /// `GET /health`: 200 `{"status":"ok"}` while the inventory backend answers, 503 otherwise.
@@ -62,7 +50,10 @@ pub(crate) async fn health(State(s): State<AppState>) -> Response {
 }
 
 /// `GET /metrics`: the Prometheus exposition, when the binary installed an exporter.
-pub(crate) async fn metrics(State(s): State<AppState>) -> Response {
+pub(crate) async fn metrics(State(s): State<AppState>, Auth(caller): Auth) -> Response {
+    if let Err(e) = caller.require_admin() {
+        return ApiError::from(e).into_response();
+    }
     match &s.metrics_render {
         Some(render) => (
             StatusCode::OK,

@@ -44,8 +44,8 @@ impl Inventory for Faulty {
     async fn stats(&self, p: u64) -> Result<Option<InventoryStats>, InventoryError> {
         self.inner.stats(p).await
     }
-    async fn has_purchased(&self, p: u64, u: u64) -> Result<bool, InventoryError> {
-        self.inner.has_purchased(p, u).await
+    async fn purchase_of(&self, p: u64, u: u64) -> Result<Option<OrderId>, InventoryError> {
+        self.inner.purchase_of(p, u).await
     }
     async fn cancel(&self, o: OrderId) -> Result<CancelOutcome, InventoryError> {
         self.inner.cancel(o).await

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use seckill_api::{App, ServerConfig};
 use seckill_orders::OrdersConfig;
-use seckill_service::{Components, Pipeline, RateLimits, Service, Settings};
+use seckill_service::{
+    AntibotConfig, AuthConfig, Components, Pipeline, RateLimits, Service, ServiceConfig, Settings,
+};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -41,10 +43,18 @@ pub fn settings() -> Settings {
 pub struct Setup {
     pub orders: OrdersConfig,
     pub server: ServerConfig,
+    pub auth: AuthConfig,
+    pub antibot: AntibotConfig,
 }
 
 async fn app(settings: Settings, setup: Setup, components: Components) -> App {
-    let (service, pipeline) = Service::start(settings, &setup.orders, components)
+    let config = ServiceConfig {
+        seckill: settings,
+        orders: setup.orders,
+        auth: setup.auth,
+        antibot: setup.antibot,
+    };
+    let (service, pipeline) = Service::start(config, components)
         .await
         .expect("the service starts");
     App::new(service, pipeline, setup.server, None)
@@ -145,6 +155,28 @@ impl Server {
             .send()
             .await
             .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// POSTs JSON with a bearer token (when given).
+    pub async fn post_as(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+        let mut r = self.client.post(self.url(path)).json(&body);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        let r = r.send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// GETs with a bearer token (when given).
+    pub async fn get_as(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let mut r = self.client.get(self.url(path));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        let r = r.send().await.unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }

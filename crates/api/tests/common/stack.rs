@@ -71,6 +71,7 @@ impl Stack {
                 broker: Arc::new(MemoryBroker::new()),
                 orders: orders.clone(),
                 results: Some(Arc::new(AsyncResults::new(Duration::from_secs(600)))),
+                ledger: None,
             };
             return Self {
                 mq,
@@ -187,6 +188,7 @@ impl Stack {
             inventory,
             broker,
             orders: self.orders.clone(),
+            ledger: None,
         }
     }
 

@@ -478,6 +478,7 @@ impl Inventory for RedisInventory {
                 PurchaseOutcome::SoldOut { remaining_stock }
             }
             Some(-3) => PurchaseOutcome::AlreadyBought,
+            Some(-8) => PurchaseOutcome::KeyReused,
             Some(-4) => PurchaseOutcome::Inactive,
             Some(-5) => PurchaseOutcome::NotStarted,
             Some(-6) => PurchaseOutcome::Ended,
@@ -555,13 +556,19 @@ impl Inventory for RedisInventory {
         }))
     }
 
-    async fn has_purchased(&self, product_id: u64, user_id: u64) -> Result<bool, InventoryError> {
+    async fn purchase_of(
+        &self,
+        product_id: u64,
+        user_id: u64,
+    ) -> Result<Option<OrderId>, InventoryError> {
         let k = self.keys(product_id);
-        self.client
+        let seq: Option<u64> = self
+            .client
             .next()
-            .hexists(k.buyers.clone(), user_id.to_string())
+            .hget(k.buyers.clone(), user_id.to_string())
             .await
-            .map_err(backend)
+            .map_err(backend)?;
+        Ok(seq.map(|seq| OrderId { product_id, seq }))
     }
 
     async fn cancel(&self, order_id: OrderId) -> Result<CancelOutcome, InventoryError> {
