@@ -13,12 +13,11 @@
 //! # Example
 //! ```
 //! use seckill_api::{App, ServerConfig};
-//! use seckill_service::{Components, Service, Settings};
+//! use seckill_service::{Components, Service, ServiceConfig};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let (service, pipeline) =
-//!     Service::start(Settings::default(), &Default::default(), Components::embedded()).await?;
+//! let (service, pipeline) = Service::start(ServiceConfig::default(), Components::embedded()).await?;
 //! let app = App::new(service, pipeline, ServerConfig::default(), None);
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //! // The shutdown future is already complete: serve stops at once and drains the pipeline.
