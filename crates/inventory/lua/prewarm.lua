@@ -21,6 +21,12 @@ redis.call('HSET', KEYS[1], 'fp', ARGV[1], 'name', ARGV[2], 'price', ARGV[3], 'i
   'stock', ARGV[4], 'start', ARGV[5], 'end', ARGV[6], 'status', ARGV[7], 'limit', ARGV[8],
   'epoch', epoch, 'cancelled', 0, 'exp', ARGV[10])
 redis.call('PEXPIREAT', KEYS[1], ARGV[10])
+-- The per-sale hashes carry the expiry from now on (a placeholder keeps each from vanishing
+-- when emptied), so a sale writes no TTL.
+for i = 2, 4 do
+  redis.call('HSET', KEYS[i], '_', '')
+  redis.call('PEXPIREAT', KEYS[i], ARGV[10])
+end
 -- The consumer group reads the outbox from its beginning; it may exist from an earlier epoch.
 pcall(redis.call, 'XGROUP', 'CREATE', KEYS[6], ARGV[11], '0', 'MKSTREAM')
 if existed then return {2, epoch} end

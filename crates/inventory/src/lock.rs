@@ -5,7 +5,8 @@ use std::time::Duration;
 use fred::types::{Key, Value};
 
 use crate::InventoryError;
-use crate::redis::{RedisClient, SCRIPTS};
+use crate::redis::RedisClient;
+use crate::redis::functions::op;
 
 /// A named lock on Redis, with a fencing token per acquisition.
 ///
@@ -65,8 +66,8 @@ impl RedisLock {
         let token = format!("{:032x}", rand::random::<u128>());
         let fence: i64 = self
             .client
-            .eval(
-                &SCRIPTS.lock_acquire,
+            .fcall(
+                op::lock_acquire,
                 vec![self.key.clone(), self.fence.clone()],
                 vec![token.clone().into(), ttl_ms(self.ttl)],
             )
@@ -115,8 +116,8 @@ impl LockGuard {
     pub async fn release(self) -> Result<bool, InventoryError> {
         let n: i64 = self
             .client
-            .eval(
-                &SCRIPTS.lock_release,
+            .fcall(
+                op::lock_release,
                 vec![self.key.clone()],
                 vec![self.token.clone().into()],
             )
@@ -131,8 +132,8 @@ impl LockGuard {
     pub async fn extend(&self, ttl: Duration) -> Result<bool, InventoryError> {
         let n: i64 = self
             .client
-            .eval(
-                &SCRIPTS.lock_extend,
+            .fcall(
+                op::lock_extend,
                 vec![self.key.clone()],
                 vec![self.token.clone().into(), ttl_ms(ttl)],
             )

@@ -66,3 +66,113 @@ where
         tokio::time::sleep(step).await;
     }
 }
+
+/// A redis-server of the test's own on a free port, in a directory of its own, killed and
+/// removed when dropped: for tests that stop, restart or break Redis without touching the
+/// shared one.
+pub struct PrivateRedis {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    /// Its data directory.
+    pub dir: std::path::PathBuf,
+    args: Vec<String>,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateRedis {
+    /// Starts `redis-server` with `args` (e.g. `["--appendonly", "yes"]`) and waits until it
+    /// answers.
+    ///
+    /// # Panics
+    /// When `redis-server` cannot be started or does not answer within 10 s.
+    pub async fn start(args: &[&str]) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let dir = std::env::temp_dir().join(unique("redis"));
+        std::fs::create_dir_all(&dir).expect("a data directory");
+        let mut r = Self {
+            port,
+            dir,
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            child: None,
+        };
+        r.spawn().await;
+        r
+    }
+
+    async fn spawn(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .args(["--save", ""])
+            .args(&self.args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server starts (apt package redis-server)");
+        self.child = Some(child);
+        let port = self.port;
+        eventually(
+            Duration::from_secs(10),
+            Duration::from_millis(20),
+            "the private redis-server answers",
+            || async move {
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .ok()
+                    .map(drop)
+            },
+        )
+        .await;
+    }
+
+    /// Sends it a signal by name (`STOP`, `CONT`, `KILL`).
+    ///
+    /// # Panics
+    /// When `kill` fails.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        let ok = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &pid.to_string()])
+            .status()
+            .expect("kill runs")
+            .success();
+        assert!(ok, "kill -{name} {pid}");
+    }
+
+    /// Runs `redis-cli` against it and returns what it printed.
+    ///
+    /// # Panics
+    /// When `redis-cli` cannot run.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli runs (apt package redis-tools)");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Stops it (`SHUTDOWN`, saving when it persists) and starts it again on the same port and
+    /// directory.
+    pub async fn restart(&mut self) {
+        let _ = self.cli(&["shutdown"]);
+        if let Some(mut c) = self.child.take() {
+            let _ = c.wait();
+        }
+        self.spawn().await;
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,11 +1,10 @@
-//! [`RedisClient`]: a pool of Redis connections with the crate's scripts loaded.
+//! [`RedisClient`]: a pool of Redis connections with the crate's functions loaded.
 
 use std::time::Duration;
 
 use fred::clients::Pool;
 use fred::interfaces::ClientLike;
 use fred::types::config::ReconnectPolicy;
-use fred::types::scripts::Script;
 use fred::types::{FromValue, Key};
 use seckill_redis_support::{ConnectError, PoolOptions};
 
@@ -13,10 +12,12 @@ use super::RedisConfig;
 use crate::InventoryError;
 
 /// A connection pool to one Redis server, reconnecting with exponential backoff (100 ms up to
-/// 5 s, forever) after a connection is lost. Cheap to clone.
+/// 5 s, forever) after a connection is lost, plus one connection of its own for blocking reads
+/// (a blocking command would hold up every command pipelined behind it). Cheap to clone.
 #[derive(Clone)]
 pub struct RedisClient {
     pool: Pool,
+    blocking: Pool,
 }
 
 impl std::fmt::Debug for RedisClient {
@@ -48,59 +49,87 @@ impl RedisClient {
             // A server that is not there at start-up is reported at once.
             retry_first_connection: false,
         };
+        let failed = |e| match e {
+            ConnectError::Failed(e) => backend(e),
+            unreachable => InventoryError::Backend(Box::new(unreachable)),
+        };
         let pool = seckill_redis_support::connect_pool(&config.connection(), &options)
             .await
-            .map_err(|e| match e {
-                ConnectError::Failed(e) => backend(e),
-                unreachable => InventoryError::Backend(Box::new(unreachable)),
-            })?;
-        Ok(Self { pool })
+            .map_err(failed)?;
+        let mut one = config.connection();
+        one.pool_size = 1;
+        let blocking = seckill_redis_support::connect_pool(&one, &options)
+            .await
+            .map_err(failed)?;
+        let client = Self { pool, blocking };
+        client.load_functions().await?;
+        Ok(client)
     }
 
-    pub(crate) fn next(&self) -> &fred::clients::Client {
-        self.pool.next()
+    /// The connection for blocking reads.
+    pub(crate) fn blocking(&self) -> &fred::clients::Client {
+        self.blocking.next()
     }
 
-    /// Runs a script by EVALSHA; a server that lost its scripts (restart, failover, SCRIPT
-    /// FLUSH) gets it loaded again and the call retried, so the caller never sees NOSCRIPT.
-    /// The scripts can vanish again between the reload and the retry (another flush), so the
-    /// reload is tried a few times.
-    pub(crate) async fn eval<R: FromValue>(
+    /// Loads (or replaces) the crate's function library.
+    pub(crate) async fn load_functions(&self) -> Result<(), InventoryError> {
+        use fred::interfaces::FunctionInterface;
+        self.next()
+            .function_load::<String, _>(true, super::functions::SOURCE.as_str())
+            .await
+            .map(drop)
+            .map_err(backend)
+    }
+
+    /// Calls one of the crate's functions; a server that does not have them (flushed, or a
+    /// new empty one after a failover without persistence) gets the library loaded again and
+    /// the call retried, so the caller never sees "function not found".
+    pub(crate) async fn fcall<R: FromValue>(
         &self,
-        script: &Script,
+        function: super::functions::Function,
         keys: Vec<Key>,
         args: Vec<fred::types::Value>,
     ) -> Result<R, InventoryError> {
+        use fred::interfaces::FunctionInterface;
         const ATTEMPTS: usize = 5;
         let mut attempt = 1;
         loop {
-            match script
-                .evalsha_with_reload(self.next(), keys.clone(), args.clone())
+            match self
+                .next()
+                .fcall::<R, _, _, _>(function.name(), keys.clone(), args.clone())
                 .await
             {
-                Err(e) if attempt < ATTEMPTS && e.details().starts_with("NOSCRIPT") => {
+                Err(e) if attempt < ATTEMPTS && super::functions::is_missing(e.details()) => {
                     attempt += 1;
+                    self.load_functions().await?;
                 }
                 other => return other.map_err(backend),
             }
         }
     }
 
-    /// Loads scripts on the server ahead of their first use.
-    pub(crate) async fn load(&self, scripts: &[&Script]) -> Result<(), InventoryError> {
-        for s in scripts {
-            s.load(self.next()).await.map_err(backend)?;
-        }
-        Ok(())
+    pub(crate) fn next(&self) -> &fred::clients::Client {
+        self.pool.next()
     }
 
-    /// Drops every script the server has loaded (SCRIPT FLUSH), as a restart or failover does.
+    /// Drops every script the server has loaded (SCRIPT FLUSH), as a restart without
+    /// persistence or a failover to a fresh replica did to EVALSHA scripts. The crate's
+    /// functions are not scripts: they stay.
     ///
     /// # Errors
     /// Backend failures.
     pub async fn script_flush(&self) -> Result<(), InventoryError> {
         use fred::interfaces::LuaInterface;
         self.next().script_flush(false).await.map_err(backend)
+    }
+
+    /// Deletes every function library (FUNCTION FLUSH): the next call reloads the crate's.
+    ///
+    /// # Errors
+    /// Backend failures.
+    pub async fn function_flush(&self) -> Result<(), InventoryError> {
+        use fred::interfaces::FunctionInterface;
+        self.next().function_flush(false).await.map_err(backend)
     }
 
     /// Deletes keys.
@@ -174,5 +203,6 @@ impl RedisClient {
     /// Closes every connection.
     pub async fn quit(&self) {
         let _ = self.pool.quit().await;
+        let _ = self.blocking.quit().await;
     }
 }

@@ -1,16 +1,18 @@
 //! [`RedisInventory`]: stock on Redis, one Lua script per operation.
 
+mod batch;
 mod client;
 mod config;
+pub(crate) mod functions;
+mod outbox;
 
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use fred::interfaces::{HashesInterface, SetsInterface, StreamsInterface};
-use fred::types::scripts::Script;
 use fred::types::{Key, Value};
 use parking_lot::{Mutex, RwLock};
 use tokio::time::Instant;
@@ -20,33 +22,9 @@ pub use config::RedisConfig;
 
 use crate::{
     Activity, ActivityStatus, CancelOutcome, Inventory, InventoryError, InventoryStats, OrderId,
-    OutboxEntry, PrewarmOutcome, PurchaseOutcome, PurchaseRequest, SaleRecord,
+    OutboxEntry, PrewarmOutcome, PurchaseOutcome, PurchaseRequest,
 };
 use client::backend;
-
-pub(crate) struct Scripts {
-    pub(crate) purchase: Script,
-    pub(crate) prewarm: Script,
-    pub(crate) cancel: Script,
-    pub(crate) stats: Script,
-    pub(crate) outbox_claim: Script,
-    pub(crate) outbox_ack: Script,
-    pub(crate) lock_acquire: Script,
-    pub(crate) lock_release: Script,
-    pub(crate) lock_extend: Script,
-}
-
-pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
-    purchase: Script::from_lua(include_str!("../../lua/purchase.lua")),
-    prewarm: Script::from_lua(include_str!("../../lua/prewarm.lua")),
-    cancel: Script::from_lua(include_str!("../../lua/cancel.lua")),
-    stats: Script::from_lua(include_str!("../../lua/stats.lua")),
-    outbox_claim: Script::from_lua(include_str!("../../lua/outbox_claim.lua")),
-    outbox_ack: Script::from_lua(include_str!("../../lua/outbox_ack.lua")),
-    lock_acquire: Script::from_lua(include_str!("../../lua/lock_acquire.lua")),
-    lock_release: Script::from_lua(include_str!("../../lua/lock_release.lua")),
-    lock_extend: Script::from_lua(include_str!("../../lua/lock_extend.lua")),
-});
 
 /// The consumer group every relay reads the outboxes with.
 pub const RELAY_GROUP: &str = "seckill-relay";
@@ -59,6 +37,8 @@ struct ProductKeys {
     seq: Key,
     epoch: Key,
     outbox: Key,
+    /// The outbox key's name, to tell the streams of a multi-stream read apart.
+    outbox_name: String,
 }
 
 /// A sold-out product, as last read from Redis.
@@ -93,6 +73,11 @@ struct SoldOut {
 /// period after the sale's end; the counters and the outbox never expire (a pending sale must not
 /// vanish, and order ids must never repeat).
 pub struct RedisInventory {
+    inner: Arc<Inner>,
+}
+
+/// What the inventory and its batch drivers share.
+pub(crate) struct Inner {
     client: RedisClient,
     config: RedisConfig,
     products_key: Key,
@@ -101,13 +86,17 @@ pub struct RedisInventory {
     known: Mutex<(Option<Instant>, Vec<u64>)>,
     sold_out: RwLock<HashMap<u64, Arc<SoldOut>>>,
     refreshing: Mutex<std::collections::HashSet<u64>>,
+    /// Purchases waiting for their product's call in flight (group commit).
+    lanes: batch::Lanes,
+    /// When entries other relays left unacknowledged were last looked for.
+    last_claim: Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for RedisInventory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisInventory")
-            .field("config", &self.config)
-            .field("consumer", &self.consumer)
+            .field("config", &self.inner.config)
+            .field("consumer", &self.inner.consumer)
             .finish_non_exhaustive()
     }
 }
@@ -136,26 +125,20 @@ impl RedisInventory {
     /// scripts.
     pub async fn new(client: RedisClient, config: RedisConfig) -> Result<Self, InventoryError> {
         config.validate()?;
-        let s = &*SCRIPTS;
-        client
-            .load(&[
-                &s.purchase,
-                &s.prewarm,
-                &s.cancel,
-                &s.stats,
-                &s.outbox_claim,
-                &s.outbox_ack,
-            ])
-            .await?;
+        client.load_functions().await?;
         Ok(Self {
-            products_key: Key::from(format!("{}:products", config.key_prefix)),
-            client,
-            config,
-            keys: RwLock::new(HashMap::new()),
-            consumer: format!("relay-{:016x}", rand::random::<u64>()),
-            known: Mutex::new((None, Vec::new())),
-            sold_out: RwLock::new(HashMap::new()),
-            refreshing: Mutex::new(std::collections::HashSet::new()),
+            inner: Arc::new(Inner {
+                products_key: Key::from(format!("{}:products", config.key_prefix)),
+                client,
+                config,
+                keys: RwLock::new(HashMap::new()),
+                consumer: format!("relay-{:016x}", rand::random::<u64>()),
+                known: Mutex::new((None, Vec::new())),
+                sold_out: RwLock::new(HashMap::new()),
+                refreshing: Mutex::new(std::collections::HashSet::new()),
+                lanes: batch::Lanes::default(),
+                last_claim: Mutex::new(None),
+            }),
         })
     }
 
@@ -169,14 +152,32 @@ impl RedisInventory {
         Self::new(client, config).await
     }
 
+    /// Sells `requests` of one product in one call, in order, each answered exactly as alone
+    /// (what the group commit of [`Inventory::purchase`] sends; for tools and tests).
+    ///
+    /// # Errors
+    /// Backend failures: then each request may or may not have run.
+    ///
+    /// # Panics
+    /// When the requests are not all of `product_id`.
+    pub async fn purchase_batch(
+        &self,
+        product_id: u64,
+        requests: &[PurchaseRequest],
+    ) -> Result<Vec<PurchaseOutcome>, InventoryError> {
+        assert!(requests.iter().all(|r| r.product_id == product_id));
+        let refs: Vec<&PurchaseRequest> = requests.iter().collect();
+        batch::call(&self.inner, product_id, &refs).await
+    }
+
     /// The configuration in force.
     pub fn config(&self) -> &RedisConfig {
-        &self.config
+        &self.inner.config
     }
 
     /// The connection pool (to share it, e.g. with a [`crate::RedisLock`]).
     pub fn client(&self) -> &RedisClient {
-        &self.client
+        &self.inner.client
     }
 
     /// Deletes every key under this inventory's prefix (for tests and tenant removal): SCAN,
@@ -186,13 +187,52 @@ impl RedisInventory {
     /// Backend failures.
     pub async fn purge(&self) -> Result<u64, InventoryError> {
         // The prefix is matched literally: one containing `*` or `[` purges only its own keys.
-        let literal = format!("{}:", self.config.key_prefix);
-        let removed = seckill_redis_support::purge(self.client.next(), &literal, "*")
+        let s = &*self.inner;
+        let literal = format!("{}:", s.config.key_prefix);
+        let removed = seckill_redis_support::purge(s.client.next(), &literal, "*")
             .await
             .map_err(backend)?;
-        self.keys.write().clear();
-        *self.known.lock() = (None, Vec::new());
+        s.keys.write().clear();
+        *s.known.lock() = (None, Vec::new());
         Ok(removed)
+    }
+}
+
+impl Inner {
+    async fn read_activity(&self, product_id: u64) -> Result<Option<Activity>, InventoryError> {
+        let k = self.keys(product_id);
+        let h: HashMap<String, String> = self
+            .client
+            .next()
+            .hgetall(k.activity.clone())
+            .await
+            .map_err(backend)?;
+        if h.is_empty() {
+            return Ok(None);
+        }
+        let get = |f: &str| {
+            h.get(f)
+                .ok_or_else(|| InventoryError::Protocol(format!("activity {product_id} lacks {f}")))
+        };
+        let num = |f: &str| -> Result<i64, InventoryError> {
+            get(f)?
+                .parse()
+                .map_err(|_| InventoryError::Protocol(format!("activity {product_id}: bad {f}")))
+        };
+        Ok(Some(Activity {
+            product_id,
+            product_name: get("name")?.clone(),
+            price_cents: u64::try_from(num("price")?).unwrap_or(0),
+            stock: u64::try_from(num("initial")?).unwrap_or(0),
+            start_time: ms_to_time(num("start")?)?,
+            end_time: ms_to_time(num("end")?)?,
+            status: if get("status")? == "active" {
+                ActivityStatus::Active
+            } else {
+                ActivityStatus::Inactive
+            },
+            per_user_limit: u32::try_from(num("limit")?).unwrap_or(1),
+        }))
     }
 
     fn keys(&self, product_id: u64) -> Arc<ProductKeys> {
@@ -209,31 +249,10 @@ impl RedisInventory {
             seq: k("seq"),
             epoch: k("epoch"),
             outbox: k("outbox"),
+            outbox_name: format!("{p}:{{{product_id}}}:outbox"),
         });
         self.keys.write().insert(product_id, keys.clone());
         keys
-    }
-
-    /// Products with an outbox, refreshed at most every 500 ms.
-    async fn products(&self) -> Result<Vec<u64>, InventoryError> {
-        {
-            let known = self.known.lock();
-            if known
-                .0
-                .is_some_and(|at| at.elapsed() < Duration::from_millis(500))
-            {
-                return Ok(known.1.clone());
-            }
-        }
-        let members: Vec<String> = self
-            .client
-            .next()
-            .smembers(self.products_key.clone())
-            .await
-            .map_err(backend)?;
-        let ids: Vec<u64> = members.iter().filter_map(|m| m.parse().ok()).collect();
-        *self.known.lock() = (Some(Instant::now()), ids.clone());
-        Ok(ids)
     }
 
     /// Answers a purchase of a product known to be sold out, in the script's order of checks;
@@ -282,7 +301,7 @@ impl RedisInventory {
                 return Ok(());
             }
             let (activity, buyers): (Option<Activity>, Vec<String>) =
-                tokio::try_join!(self.activity(product_id), async {
+                tokio::try_join!(self.read_activity(product_id), async {
                     self.client
                         .next()
                         .hkeys(k.buyers.clone())
@@ -323,45 +342,6 @@ impl RedisInventory {
             a.per_user_limit
         )
     }
-
-    fn parse_entry(
-        product_id: u64,
-        id: &Value,
-        fields: &Value,
-    ) -> Result<OutboxEntry, InventoryError> {
-        let id = id
-            .as_str()
-            .ok_or_else(|| InventoryError::Protocol("outbox entry without an id".into()))?;
-        let Value::Array(kv) = fields else {
-            return Err(InventoryError::Protocol(format!(
-                "outbox entry {id} without fields"
-            )));
-        };
-        let mut map = HashMap::with_capacity(kv.len() / 2);
-        for pair in kv.chunks(2) {
-            if let (Some(k), Some(v)) = (pair[0].as_str(), pair.get(1).and_then(Value::as_str)) {
-                map.insert(k.into_owned(), v.into_owned());
-            }
-        }
-        let field = |name: &str| -> Result<i64, InventoryError> {
-            map.get(name)
-                .and_then(|v| v.parse().ok())
-                .ok_or_else(|| InventoryError::Protocol(format!("outbox entry {id} lacks {name}")))
-        };
-        let seq = u64::try_from(field("order")?).unwrap_or(0);
-        Ok(OutboxEntry {
-            id: format!("{product_id}:{id}"),
-            record: SaleRecord {
-                order_id: OrderId { product_id, seq },
-                product_id,
-                user_id: u64::try_from(field("user")?).unwrap_or(0),
-                quantity: u32::try_from(field("qty")?).unwrap_or(0),
-                price_cents: u64::try_from(field("price")?).unwrap_or(0),
-                sold_at_ms: field("ts")?,
-                epoch: u64::try_from(field("epoch")?).unwrap_or(0),
-            },
-        })
-    }
 }
 
 #[async_trait]
@@ -372,14 +352,15 @@ impl Inventory for RedisInventory {
         force: bool,
     ) -> Result<PrewarmOutcome, InventoryError> {
         activity.validate()?;
-        let k = self.keys(activity.product_id);
+        let k = self.inner.keys(activity.product_id);
         let expire_at = activity.end_ms().saturating_add(
-            i64::try_from(self.config.key_grace.as_millis()).unwrap_or(i64::MAX / 2),
+            i64::try_from(self.inner.config.key_grace.as_millis()).unwrap_or(i64::MAX / 2),
         );
         let reply: Vec<i64> = self
+            .inner
             .client
-            .eval(
-                &SCRIPTS.prewarm,
+            .fcall(
+                functions::op::prewarm,
                 vec![
                     k.activity.clone(),
                     k.buyers.clone(),
@@ -389,7 +370,7 @@ impl Inventory for RedisInventory {
                     k.outbox.clone(),
                 ],
                 vec![
-                    Self::fingerprint(activity).into(),
+                    Inner::fingerprint(activity).into(),
                     activity.product_name.clone().into(),
                     activity.price_cents.to_string().into(),
                     activity.stock.to_string().into(),
@@ -421,120 +402,41 @@ impl Inventory for RedisInventory {
             }
         };
         if !matches!(outcome, PrewarmOutcome::SaleStarted) {
-            self.forget_sold_out(activity.product_id);
-            self.client
+            self.inner.forget_sold_out(activity.product_id);
+            self.inner
+                .client
                 .next()
-                .sadd::<(), _, _>(self.products_key.clone(), activity.product_id.to_string())
+                .sadd::<(), _, _>(
+                    self.inner.products_key.clone(),
+                    activity.product_id.to_string(),
+                )
                 .await
                 .map_err(backend)?;
-            self.known.lock().0 = None;
+            self.inner.known.lock().0 = None;
         }
         Ok(outcome)
     }
 
     async fn purchase(&self, request: &PurchaseRequest) -> Result<PurchaseOutcome, InventoryError> {
-        if !self.config.sold_out_cache.is_zero() {
-            if let Some(answer) = self.sold_out_answer(request) {
+        if !self.inner.config.sold_out_cache.is_zero() {
+            if let Some(answer) = self.inner.sold_out_answer(request) {
                 return Ok(answer);
             }
         }
-        let k = self.keys(request.product_id);
-        let reply: Vec<i64> = self
-            .client
-            .eval(
-                &SCRIPTS.purchase,
-                vec![
-                    k.activity.clone(),
-                    k.buyers.clone(),
-                    k.orders.clone(),
-                    k.seq.clone(),
-                    k.outbox.clone(),
-                    k.idem.clone(),
-                ],
-                vec![
-                    Value::Integer(request.user_id as i64),
-                    Value::Integer(i64::from(request.quantity)),
-                    request.idempotency_key.clone().unwrap_or_default().into(),
-                    Value::Integer(request.product_id as i64),
-                ],
-            )
-            .await?;
-        let arg = |i: usize| reply.get(i).and_then(|v| u64::try_from(*v).ok());
-        Ok(match reply.first() {
-            Some(1 | 2) => PurchaseOutcome::Success {
-                order_id: OrderId {
-                    product_id: request.product_id,
-                    seq: arg(1).unwrap_or(0),
-                },
-                remaining_stock: arg(2).unwrap_or(0),
-            },
-            Some(-1) => PurchaseOutcome::UnknownProduct,
-            Some(-2) => {
-                let remaining_stock = arg(1).unwrap_or(0);
-                if remaining_stock == 0 && !self.config.sold_out_cache.is_zero() {
-                    // The cache is an optimisation: failing to fill it changes no answer.
-                    let _ = self.remember_sold_out(request.product_id).await;
-                }
-                PurchaseOutcome::SoldOut { remaining_stock }
-            }
-            Some(-3) => PurchaseOutcome::AlreadyBought,
-            Some(-8) => PurchaseOutcome::KeyReused,
-            Some(-4) => PurchaseOutcome::Inactive,
-            Some(-5) => PurchaseOutcome::NotStarted,
-            Some(-6) => PurchaseOutcome::Ended,
-            Some(-7) => PurchaseOutcome::InvalidQuantity {
-                max: arg(1).and_then(|m| u32::try_from(m).ok()).unwrap_or(0),
-            },
-            _ => {
-                return Err(InventoryError::Protocol(format!(
-                    "purchase replied {reply:?}"
-                )));
-            }
-        })
+        batch::purchase(&self.inner, request).await
     }
 
     async fn activity(&self, product_id: u64) -> Result<Option<Activity>, InventoryError> {
-        let k = self.keys(product_id);
-        let h: HashMap<String, String> = self
-            .client
-            .next()
-            .hgetall(k.activity.clone())
-            .await
-            .map_err(backend)?;
-        if h.is_empty() {
-            return Ok(None);
-        }
-        let get = |f: &str| {
-            h.get(f)
-                .ok_or_else(|| InventoryError::Protocol(format!("activity {product_id} lacks {f}")))
-        };
-        let num = |f: &str| -> Result<i64, InventoryError> {
-            get(f)?
-                .parse()
-                .map_err(|_| InventoryError::Protocol(format!("activity {product_id}: bad {f}")))
-        };
-        Ok(Some(Activity {
-            product_id,
-            product_name: get("name")?.clone(),
-            price_cents: u64::try_from(num("price")?).unwrap_or(0),
-            stock: u64::try_from(num("initial")?).unwrap_or(0),
-            start_time: ms_to_time(num("start")?)?,
-            end_time: ms_to_time(num("end")?)?,
-            status: if get("status")? == "active" {
-                ActivityStatus::Active
-            } else {
-                ActivityStatus::Inactive
-            },
-            per_user_limit: u32::try_from(num("limit")?).unwrap_or(1),
-        }))
+        self.inner.read_activity(product_id).await
     }
 
     async fn stats(&self, product_id: u64) -> Result<Option<InventoryStats>, InventoryError> {
-        let k = self.keys(product_id);
+        let k = self.inner.keys(product_id);
         let r: Vec<Value> = self
+            .inner
             .client
-            .eval(
-                &SCRIPTS.stats,
+            .fcall(
+                functions::op::stats,
                 vec![k.activity.clone(), k.buyers.clone(), k.outbox.clone()],
                 vec![],
             )
@@ -561,8 +463,9 @@ impl Inventory for RedisInventory {
         product_id: u64,
         user_id: u64,
     ) -> Result<Option<OrderId>, InventoryError> {
-        let k = self.keys(product_id);
+        let k = self.inner.keys(product_id);
         let seq: Option<u64> = self
+            .inner
             .client
             .next()
             .hget(k.buyers.clone(), user_id.to_string())
@@ -572,12 +475,13 @@ impl Inventory for RedisInventory {
     }
 
     async fn cancel(&self, order_id: OrderId) -> Result<CancelOutcome, InventoryError> {
-        self.forget_sold_out(order_id.product_id);
-        let k = self.keys(order_id.product_id);
+        self.inner.forget_sold_out(order_id.product_id);
+        let k = self.inner.keys(order_id.product_id);
         let reply: Vec<i64> = self
+            .inner
             .client
-            .eval(
-                &SCRIPTS.cancel,
+            .fcall(
+                functions::op::cancel,
                 vec![k.activity.clone(), k.buyers.clone(), k.orders.clone()],
                 vec![Value::Integer(order_id.seq as i64)],
             )
@@ -608,69 +512,19 @@ impl Inventory for RedisInventory {
         max: usize,
         block: Duration,
     ) -> Result<Vec<OutboxEntry>, InventoryError> {
-        let deadline = Instant::now() + block;
-        let min_idle = self.config.reclaim_after.as_millis().to_string();
-        loop {
-            let mut out = Vec::new();
-            for product_id in self.products().await? {
-                let want = max.max(1) - out.len();
-                if want == 0 {
-                    break;
-                }
-                let k = self.keys(product_id);
-                let flat: Vec<Value> = self
-                    .client
-                    .eval(
-                        &SCRIPTS.outbox_claim,
-                        vec![k.outbox.clone()],
-                        vec![
-                            RELAY_GROUP.into(),
-                            self.consumer.clone().into(),
-                            want.to_string().into(),
-                            min_idle.clone().into(),
-                        ],
-                    )
-                    .await?;
-                for pair in flat.chunks(2) {
-                    if let [id, fields] = pair {
-                        out.push(Self::parse_entry(product_id, id, fields)?);
-                    }
-                }
-            }
-            if !out.is_empty() || Instant::now() >= deadline {
-                return Ok(out);
-            }
-            tokio::time::sleep(self.config.poll_interval.min(deadline - Instant::now())).await;
-        }
+        self.inner.read_outbox(max, block).await
     }
 
     async fn outbox_ack(&self, ids: &[String]) -> Result<(), InventoryError> {
-        let mut by_product: HashMap<u64, Vec<Value>> = HashMap::new();
-        for id in ids {
-            if let Some((p, entry)) = id.split_once(':') {
-                if let Ok(p) = p.parse() {
-                    by_product
-                        .entry(p)
-                        .or_insert_with(|| vec![RELAY_GROUP.into()])
-                        .push(entry.to_owned().into());
-                }
-            }
-        }
-        for (product_id, args) in by_product {
-            let k = self.keys(product_id);
-            let _: i64 = self
-                .client
-                .eval(&SCRIPTS.outbox_ack, vec![k.outbox.clone()], args)
-                .await?;
-        }
-        Ok(())
+        self.inner.ack_outbox(ids).await
     }
 
     async fn outbox_len(&self) -> Result<u64, InventoryError> {
         let mut total = 0;
-        for product_id in self.products().await? {
-            let k = self.keys(product_id);
+        for product_id in self.inner.products().await? {
+            let k = self.inner.keys(product_id);
             let n: u64 = self
+                .inner
                 .client
                 .next()
                 .xlen(k.outbox.clone())
@@ -683,7 +537,8 @@ impl Inventory for RedisInventory {
 
     async fn ping(&self) -> Result<(), InventoryError> {
         use fred::interfaces::ClientLike;
-        self.client
+        self.inner
+            .client
             .next()
             .ping::<String>(None)
             .await
