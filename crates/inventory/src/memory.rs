@@ -17,8 +17,21 @@ use crate::{
     OutboxEntry, PrewarmOutcome, PurchaseOutcome, PurchaseRequest, SaleRecord,
 };
 
-/// Buyer-set shards per product: a purchase locks only its user's shard.
-const SHARDS: usize = 64;
+/// Buyer-set shards per product, as a power of two: a purchase locks only its user's shard, and a
+/// shard that outgrows its table rehashes 1/256 of the buyers (each shard at its own moment), never
+/// all of them at once.
+const SHARD_BITS: u32 = 8;
+const SHARDS: usize = 1 << SHARD_BITS;
+
+/// Buyers the shards are sized for at prewarm, over all shards, at most: a sale up to this many
+/// buyers never rehashes, and a stock of 10^9 reserves megabytes, not gigabytes.
+const PRESIZED_BUYERS: u64 = 1 << 18;
+
+/// Orders per chunk of an [`OrderLog`].
+const ORDER_CHUNK: usize = 4096;
+
+/// Orders whose chunk pointers are reserved at prewarm, at most.
+const PRESIZED_ORDERS: u64 = 1 << 22;
 
 /// How long a claimed outbox entry waits for its acknowledgement before it is offered again.
 pub const DEFAULT_RECLAIM_AFTER: Duration = Duration::from_secs(30);
@@ -29,6 +42,10 @@ pub const DEFAULT_RECLAIM_AFTER: Duration = Duration::from_secs(30);
 /// atomic counter, and a purchase locks only its user's shard of the buyer set (so two attempts of
 /// one user serialise, and nobody else waits on them). A sold-out product answers without taking
 /// any lock but that shard.
+///
+/// Nothing a purchase locks grows by moving everything it holds: the buyer shards are sized for
+/// the stock at prewarm (within a bound) and each rehashes only its own share when it outgrows
+/// that, the orders are kept in fixed chunks by sequence number, and the outbox is a B-tree.
 pub struct MemoryInventory {
     products: ArcSwap<HashMap<u64, Arc<Product>>>,
     /// Serialises prewarms and keeps per-product counters that outlive an activity.
@@ -45,15 +62,67 @@ struct Counters {
 
 struct Buyer {
     seq: u64,
-    quantity: u32,
-    remaining_after: u64,
-    idempotency_key: Option<Box<str>>,
+    /// Only for a purchase that carried an idempotency key: most buyers need 16 bytes.
+    replay: Option<Box<Replay>>,
 }
 
-struct OrderEntry {
+/// What a retry with the same idempotency key is answered.
+struct Replay {
+    key: Box<str>,
+    quantity: u32,
+    remaining_after: u64,
+}
+
+/// One order of an [`OrderLog`]; `quantity == 0` marks a sequence number with no order here.
+#[derive(Clone, Copy, Default)]
+struct OrderSlot {
     user_id: u64,
     quantity: u32,
     cancelled: bool,
+}
+
+/// The orders of one activity epoch, indexed by their sequence number: order sequence numbers
+/// are dense (1, 2, 3 … per product, this epoch's after `base`), so they live in fixed chunks
+/// allocated as the sale goes on. Growing adds one chunk and never moves the orders already
+/// held, unlike a map that rehashes every order under the lock each purchase takes.
+struct OrderLog {
+    /// The product's last sequence number before this epoch.
+    base: u64,
+    chunks: Vec<Box<[OrderSlot]>>,
+}
+
+impl OrderLog {
+    fn new(base: u64, stock: u64) -> Self {
+        let reserved = stock.min(PRESIZED_ORDERS).div_ceil(ORDER_CHUNK as u64);
+        Self {
+            base,
+            chunks: Vec::with_capacity(reserved as usize),
+        }
+    }
+
+    /// The chunk and the place in it of `seq`, `None` for a sequence number of an earlier epoch.
+    fn position(&self, seq: u64) -> Option<(usize, usize)> {
+        let i = usize::try_from(seq.checked_sub(self.base + 1)?).ok()?;
+        Some((i / ORDER_CHUNK, i % ORDER_CHUNK))
+    }
+
+    fn get_mut(&mut self, seq: u64) -> Option<&mut OrderSlot> {
+        let (chunk, at) = self.position(seq)?;
+        let slot = self.chunks.get_mut(chunk)?.get_mut(at)?;
+        (slot.quantity > 0).then_some(slot)
+    }
+
+    /// Records the order `seq`, which this epoch's counter handed out.
+    fn insert(&mut self, seq: u64, slot: OrderSlot) {
+        let (chunk, at) = self
+            .position(seq)
+            .expect("an epoch's sequence numbers follow its base");
+        while self.chunks.len() <= chunk {
+            self.chunks
+                .push(vec![OrderSlot::default(); ORDER_CHUNK].into_boxed_slice());
+        }
+        self.chunks[chunk][at] = slot;
+    }
 }
 
 struct Product {
@@ -64,7 +133,7 @@ struct Product {
     stock: AtomicU64,
     buyers: Box<[Mutex<HashMap<u64, Buyer>>]>,
     buyer_count: AtomicU64,
-    orders: Mutex<HashMap<u64, OrderEntry>>,
+    orders: Mutex<OrderLog>,
     cancelled: AtomicU64,
     seq: Arc<AtomicU64>,
 }
@@ -72,8 +141,8 @@ struct Product {
 impl Product {
     fn shard(&self, user_id: u64) -> &Mutex<HashMap<u64, Buyer>> {
         // Fibonacci hashing spreads sequential user ids over the shards.
-        let h = user_id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58;
-        &self.buyers[h as usize % SHARDS]
+        let h = user_id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SHARD_BITS);
+        &self.buyers[h as usize]
     }
 }
 
@@ -137,16 +206,16 @@ impl MemoryInventory {
         }
         let mut shard = p.shard(req.user_id).lock();
         if let Some(b) = shard.get(&req.user_id) {
-            return match (&b.idempotency_key, &req.idempotency_key) {
-                (Some(a), Some(k)) if **a == **k && b.quantity != req.quantity => {
+            return match (&b.replay, &req.idempotency_key) {
+                (Some(r), Some(k)) if *r.key == **k && r.quantity != req.quantity => {
                     PurchaseOutcome::KeyReused
                 }
-                (Some(a), Some(k)) if **a == **k => PurchaseOutcome::Success {
+                (Some(r), Some(k)) if *r.key == **k => PurchaseOutcome::Success {
                     order_id: OrderId {
                         product_id: req.product_id,
                         seq: b.seq,
                     },
-                    remaining_stock: b.remaining_after,
+                    remaining_stock: r.remaining_after,
                 },
                 _ => PurchaseOutcome::AlreadyBought,
             };
@@ -164,19 +233,18 @@ impl MemoryInventory {
             }
         };
         let seq = p.seq.fetch_add(1, Ordering::Relaxed) + 1;
-        shard.insert(
-            req.user_id,
-            Buyer {
-                seq,
+        let replay = req.idempotency_key.as_deref().map(|key| {
+            Box::new(Replay {
+                key: key.into(),
                 quantity: req.quantity,
                 remaining_after: remaining,
-                idempotency_key: req.idempotency_key.as_deref().map(Into::into),
-            },
-        );
+            })
+        });
+        shard.insert(req.user_id, Buyer { seq, replay });
         p.buyer_count.fetch_add(1, Ordering::Relaxed);
         p.orders.lock().insert(
             seq,
-            OrderEntry {
+            OrderSlot {
                 user_id: req.user_id,
                 quantity: req.quantity,
                 cancelled: false,
@@ -260,15 +328,24 @@ impl Inventory for MemoryInventory {
         }
         let counters = admin.entry(activity.product_id).or_default();
         counters.epoch += 1;
+        // Sized for the stock up front (each user buys at least one item), within a bound.
+        let per_shard = (activity.stock.min(PRESIZED_BUYERS) as usize).div_ceil(SHARDS);
         let product = Arc::new(Product {
             activity: activity.clone(),
             start_ms: activity.start_ms(),
             end_ms: activity.end_ms(),
             epoch: counters.epoch,
             stock: AtomicU64::new(activity.stock),
-            buyers: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            buyers: (0..SHARDS)
+                .map(|_| Mutex::new(HashMap::with_capacity(per_shard)))
+                .collect(),
             buyer_count: AtomicU64::new(0),
-            orders: Mutex::new(HashMap::new()),
+            // Sequence numbers this epoch hands out follow the counter as it is now (the admin
+            // lock keeps any other prewarm of the product out).
+            orders: Mutex::new(OrderLog::new(
+                counters.seq.load(Ordering::Acquire),
+                activity.stock,
+            )),
             cancelled: AtomicU64::new(0),
             seq: counters.seq.clone(),
         });
@@ -336,7 +413,7 @@ impl Inventory for MemoryInventory {
             return Ok(CancelOutcome::NotFound);
         };
         // Lock order: buyer shard, then orders (the same as a purchase).
-        let user_id = match p.orders.lock().get(&order_id.seq) {
+        let user_id = match p.orders.lock().get_mut(order_id.seq) {
             None => return Ok(CancelOutcome::NotFound),
             Some(e) if e.cancelled => return Ok(CancelOutcome::AlreadyCancelled),
             Some(e) => e.user_id,
@@ -344,7 +421,7 @@ impl Inventory for MemoryInventory {
         let mut shard = p.shard(user_id).lock();
         let mut orders = p.orders.lock();
         let entry = orders
-            .get_mut(&order_id.seq)
+            .get_mut(order_id.seq)
             .expect("orders are never removed");
         if entry.cancelled {
             return Ok(CancelOutcome::AlreadyCancelled);
@@ -353,8 +430,7 @@ impl Inventory for MemoryInventory {
         let quantity = entry.quantity;
         drop(orders);
         if shard.get(&user_id).is_some_and(|b| b.seq == order_id.seq) {
-            let b = shard.remove(&user_id).expect("checked above");
-            debug_assert_eq!(b.quantity, quantity);
+            shard.remove(&user_id);
             p.buyer_count.fetch_sub(1, Ordering::Relaxed);
         }
         let remaining = p
@@ -411,5 +487,102 @@ impl Inventory for MemoryInventory {
 
     async fn ping(&self) -> Result<(), InventoryError> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Duration as Span;
+
+    use super::*;
+
+    fn activity(product_id: u64, stock: u64) -> Activity {
+        let now = Utc::now();
+        Activity {
+            product_id,
+            product_name: "bench".into(),
+            price_cents: 100,
+            stock,
+            start_time: now - Span::minutes(1),
+            end_time: now + Span::hours(1),
+            status: ActivityStatus::Active,
+            per_user_limit: 1,
+        }
+    }
+
+    fn buy(inv: &MemoryInventory, product_id: u64, user_id: u64) -> OrderId {
+        match inv.purchase_sync(&PurchaseRequest {
+            product_id,
+            user_id,
+            quantity: 1,
+            idempotency_key: None,
+        }) {
+            PurchaseOutcome::Success { order_id, .. } => order_id,
+            other => panic!("expected a sale, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn orders_span_chunks_and_a_forced_prewarm_starts_a_new_log() {
+        let inv = MemoryInventory::new();
+        let sales = 2 * ORDER_CHUNK as u64 + 10;
+        inv.prewarm(&activity(7, sales + 5), false).await.unwrap();
+        let orders: Vec<OrderId> = (1..=sales).map(|u| buy(&inv, 7, u)).collect();
+        assert_eq!(inv.product(7).unwrap().orders.lock().chunks.len(), 3);
+        // The last order of a chunk, the first of the next, and the newest.
+        for i in [ORDER_CHUNK - 1, ORDER_CHUNK, sales as usize - 1] {
+            assert!(matches!(
+                inv.cancel(orders[i]).await.unwrap(),
+                CancelOutcome::Cancelled { quantity: 1, .. }
+            ));
+            assert_eq!(
+                inv.cancel(orders[i]).await.unwrap(),
+                CancelOutcome::AlreadyCancelled
+            );
+            assert_eq!(inv.purchase_of(7, i as u64 + 1).await.unwrap(), None);
+        }
+        let st = inv.stats(7).await.unwrap().unwrap();
+        assert_eq!(
+            (st.sold, st.buyers, st.cancelled),
+            (sales - 3, sales - 3, 3)
+        );
+        // Sequence numbers not handed out yet, and past the last chunk, are no orders.
+        for seq in [sales + 1, u64::MAX] {
+            let missing = OrderId { product_id: 7, seq };
+            assert_eq!(inv.cancel(missing).await.unwrap(), CancelOutcome::NotFound);
+        }
+
+        // A new epoch: the orders of the first one are not found, new ones follow them.
+        let mut again = activity(7, 3);
+        again.product_name = "again".into();
+        inv.prewarm(&again, true).await.unwrap();
+        assert_eq!(
+            inv.cancel(orders[0]).await.unwrap(),
+            CancelOutcome::NotFound
+        );
+        let next = buy(&inv, 7, 1);
+        assert_eq!(next.seq, sales + 1);
+        assert!(matches!(
+            inv.cancel(next).await.unwrap(),
+            CancelOutcome::Cancelled { .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn buyer_shards_are_sized_for_the_stock_within_a_bound() {
+        let inv = MemoryInventory::new();
+        inv.prewarm(&activity(1, 10 * SHARDS as u64), false)
+            .await
+            .unwrap();
+        let small = inv.product(1).unwrap();
+        assert!(small.buyers.iter().all(|s| s.lock().capacity() >= 10));
+        inv.prewarm(&activity(2, crate::MAX_STOCK), false)
+            .await
+            .unwrap();
+        let huge = inv.product(2).unwrap();
+        let reserved: usize = huge.buyers.iter().map(|s| s.lock().capacity()).sum();
+        assert!(reserved >= PRESIZED_BUYERS as usize);
+        assert!(reserved <= 4 * PRESIZED_BUYERS as usize, "{reserved}");
+        assert!(huge.orders.lock().chunks.capacity() <= 2 * PRESIZED_ORDERS as usize / ORDER_CHUNK);
     }
 }
