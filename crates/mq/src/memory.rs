@@ -15,7 +15,11 @@ use crate::{Acker, Broker, Delivery, Envelope, MqError, Subscription, Topic};
 /// `requeue` is delivered again (marked redelivered), and a nack without requeue moves it to the
 /// group's dead letters.
 ///
-/// Messages published to a topic before any group subscribed wait for the first group.
+/// A group's queue exists from its first subscription, or from the start for the groups given
+/// to [`MemoryBroker::with_groups`], as RabbitMQ's queues exist from connect for
+/// `RabbitSettings::groups`: a message published before its consumers start waits for a
+/// declared group. Messages of a topic that no group has subscribed to and none is declared
+/// for are not kept (follow-ups nobody listens to would otherwise grow forever).
 #[derive(Clone, Default)]
 pub struct MemoryBroker {
     inner: Arc<Inner>,
@@ -23,19 +27,14 @@ pub struct MemoryBroker {
 
 #[derive(Default)]
 struct Inner {
-    topics: Mutex<HashMap<Topic, TopicState>>,
+    /// The groups of each topic.
+    topics: Mutex<HashMap<Topic, HashMap<String, Arc<GroupQueue>>>>,
     closed: AtomicBool,
 }
 
 #[derive(Default)]
-struct TopicState {
-    groups: HashMap<String, Arc<GroupQueue>>,
-    backlog: VecDeque<Envelope>,
-}
-
-#[derive(Default)]
 struct GroupQueue {
-    items: Mutex<VecDeque<(Envelope, bool)>>,
+    items: Mutex<Blocks<(Envelope, bool)>>,
     notify: Notify,
     unacked: AtomicU64,
     dead: Mutex<Vec<Envelope>>,
@@ -54,10 +53,82 @@ impl GroupQueue {
     }
 }
 
+/// Messages per block of a [`Blocks`] queue.
+const BLOCK: usize = 1024;
+
+/// A FIFO in fixed blocks: growing allocates one block and never moves what is queued (a
+/// `VecDeque` doubles by copying every message, under the lock the publisher and the
+/// consumers of the group take).
+struct Blocks<T> {
+    blocks: VecDeque<VecDeque<T>>,
+    len: usize,
+}
+
+impl<T> Default for Blocks<T> {
+    fn default() -> Self {
+        Self {
+            blocks: VecDeque::new(),
+            len: 0,
+        }
+    }
+}
+
+impl<T> Blocks<T> {
+    fn push_back(&mut self, item: T) {
+        if self.blocks.back().is_none_or(|b| b.len() == BLOCK) {
+            self.blocks.push_back(VecDeque::with_capacity(BLOCK));
+        }
+        self.blocks
+            .back_mut()
+            .expect("just ensured")
+            .push_back(item);
+        self.len += 1;
+    }
+
+    fn push_front(&mut self, item: T) {
+        if self.blocks.front().is_none_or(|b| b.len() == BLOCK) {
+            self.blocks.push_front(VecDeque::with_capacity(BLOCK));
+        }
+        self.blocks
+            .front_mut()
+            .expect("just ensured")
+            .push_front(item);
+        self.len += 1;
+    }
+
+    fn pop_front(&mut self) -> Option<T> {
+        let front = self.blocks.front_mut()?;
+        let item = front.pop_front()?;
+        self.len -= 1;
+        // An emptied block goes, unless it is the last one: a queue that keeps up reuses it.
+        if front.is_empty() && self.blocks.len() > 1 {
+            self.blocks.pop_front();
+        }
+        Some(item)
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+}
+
 impl MemoryBroker {
-    /// An empty broker.
+    /// A broker with no group declared: a topic keeps nothing until a group subscribes to it.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A broker whose `(topic, group)` queues exist from the start: messages published before
+    /// such a group first subscribes wait for it.
+    pub fn with_groups(groups: impl IntoIterator<Item = (Topic, String)>) -> Self {
+        let broker = Self::new();
+        {
+            let mut topics = broker.inner.topics.lock();
+            for (topic, group) in groups {
+                topics.entry(topic).or_default().entry(group).or_default();
+            }
+        }
+        broker
     }
 
     /// Messages a group gave up on (nacked without requeue).
@@ -67,12 +138,24 @@ impl MemoryBroker {
             .unwrap_or_default()
     }
 
+    /// Messages held for delivery over every topic and group: queued, or delivered and not
+    /// settled yet (dead letters aside).
+    pub fn held(&self) -> u64 {
+        self.inner
+            .topics
+            .lock()
+            .values()
+            .flat_map(HashMap::values)
+            .map(|g| g.items.lock().len() as u64 + g.unacked.load(Ordering::SeqCst))
+            .sum()
+    }
+
     fn group(&self, topic: Topic, group: &str) -> Option<Arc<GroupQueue>> {
         self.inner
             .topics
             .lock()
             .get(&topic)
-            .and_then(|t| t.groups.get(group).cloned())
+            .and_then(|t| t.get(group).cloned())
     }
 }
 
@@ -82,13 +165,14 @@ impl Broker for MemoryBroker {
         if self.inner.closed.load(Ordering::SeqCst) {
             return Err(MqError::Closed);
         }
-        let mut topics = self.inner.topics.lock();
+        let topics = self.inner.topics.lock();
         for env in envelopes {
-            let t = topics.entry(env.topic()).or_default();
-            if t.groups.is_empty() {
-                t.backlog.push_back(env.clone());
-            }
-            for g in t.groups.values() {
+            // No group: nobody would ever read it.
+            for g in topics
+                .get(&env.topic())
+                .into_iter()
+                .flat_map(HashMap::values)
+            {
                 g.push(env.clone(), false, false);
             }
         }
@@ -100,15 +184,12 @@ impl Broker for MemoryBroker {
         if self.inner.closed.load(Ordering::SeqCst) {
             return Err(MqError::Closed);
         }
-        let t = topics.entry(topic).or_default();
-        let queue = match t.groups.get(group) {
+        let groups = topics.entry(topic).or_default();
+        let queue = match groups.get(group) {
             Some(q) => q.clone(),
             None => {
                 let q = Arc::new(GroupQueue::default());
-                for env in t.backlog.drain(..) {
-                    q.push(env, false, false);
-                }
-                t.groups.insert(group.to_owned(), q.clone());
+                groups.insert(group.to_owned(), q.clone());
                 q
             }
         };
@@ -119,14 +200,10 @@ impl Broker for MemoryBroker {
     }
 
     async fn pending(&self, topic: Topic, group: &str) -> Result<Option<u64>, MqError> {
-        let topics = self.inner.topics.lock();
-        let Some(t) = topics.get(&topic) else {
-            return Ok(Some(0));
-        };
-        Ok(Some(match t.groups.get(group) {
-            Some(g) => g.items.lock().len() as u64 + g.unacked.load(Ordering::SeqCst),
-            None => t.backlog.len() as u64,
-        }))
+        // A group that neither subscribed nor was declared has no queue: nothing waits for it.
+        Ok(Some(self.group(topic, group).map_or(0, |g| {
+            g.items.lock().len() as u64 + g.unacked.load(Ordering::SeqCst)
+        })))
     }
 
     /// Stops accepting: publishing and subscribing fail with [`MqError::Closed`], and
@@ -134,8 +211,8 @@ impl Broker for MemoryBroker {
     /// is dropped: the messages stay in this process.
     async fn close(&self) {
         self.inner.closed.store(true, Ordering::SeqCst);
-        for t in self.inner.topics.lock().values() {
-            for g in t.groups.values() {
+        for groups in self.inner.topics.lock().values() {
+            for g in groups.values() {
                 g.notify.notify_waiters();
                 g.notify.notify_one();
             }
@@ -214,5 +291,34 @@ impl Drop for MemoryAcker {
         if self.settle() {
             self.queue.push(self.envelope.clone(), true, true);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_keep_fifo_order_across_blocks_and_requeues_go_first() {
+        let mut q = Blocks::default();
+        let n = 3 * BLOCK + 7;
+        for i in 0..n {
+            q.push_back(i);
+        }
+        assert_eq!((q.len(), q.blocks.len()), (n, 4));
+        for i in 0..BLOCK + 1 {
+            assert_eq!(q.pop_front(), Some(i));
+        }
+        // Requeued at the front: one into the room the pops left, the rest into a new block.
+        for i in (0..BLOCK + 1).rev() {
+            q.push_front(i);
+        }
+        let mut out = Vec::new();
+        while let Some(i) = q.pop_front() {
+            out.push(i);
+        }
+        assert_eq!(out, (0..n).collect::<Vec<_>>());
+        assert_eq!((q.len(), q.blocks.len()), (0, 1), "the last block is kept");
+        assert!(q.blocks.iter().all(|b| b.capacity() >= BLOCK));
     }
 }

@@ -171,8 +171,8 @@ contract!(
 );
 
 #[tokio::test]
-async fn memory_keeps_messages_published_before_the_first_group_and_dead_letters_nacks() {
-    let broker = MemoryBroker::new();
+async fn memory_keeps_messages_published_before_a_declared_group_and_dead_letters_nacks() {
+    let broker = MemoryBroker::with_groups(vec![(Topic::OrderCreated, "late".to_owned())]);
     broker.publish(&order(1)).await.unwrap();
     broker.publish(&order(2)).await.unwrap();
     assert_eq!(
@@ -187,9 +187,67 @@ async fn memory_keeps_messages_published_before_the_first_group_and_dead_letters
     let dead = broker.dead_letters(Topic::OrderCreated, "late");
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].id, "oc-1001-1");
+    assert_eq!(broker.held(), 0);
     broker.close().await;
     assert!(matches!(sub.next().await, Err(MqError::Closed)));
     assert!(broker.publish(&order(3)).await.is_err());
+}
+
+fn result(n: u64) -> Envelope {
+    Envelope::new(
+        format!("pr-{n}"),
+        Message::PurchaseResult(PurchaseResult {
+            product_id: 1001,
+            user_id: n,
+            order_id: Some(format!("1001-{n}")),
+            status: "success".into(),
+        }),
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn memory_keeps_nothing_of_a_topic_without_groups() {
+    // The order service's group is declared; nobody listens to purchase results.
+    let broker = MemoryBroker::with_groups(vec![(Topic::OrderCreated, "orders".to_owned())]);
+    for n in 0..100 {
+        let batch: Vec<Envelope> = (n * 100..(n + 1) * 100).map(result).collect();
+        broker.publish_batch(&batch).await.unwrap();
+    }
+    assert_eq!(broker.held(), 0, "100 batches of results kept nothing");
+    assert_eq!(
+        broker.pending(Topic::PurchaseResult, "late").await.unwrap(),
+        Some(0)
+    );
+    broker.publish(&order(1)).await.unwrap();
+    assert_eq!(broker.held(), 1, "the declared group's message waits");
+
+    // A group that subscribes later gets what is published from then on, not before.
+    let mut late = broker
+        .subscribe(Topic::PurchaseResult, "late")
+        .await
+        .unwrap();
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_secs(1), late.next())
+            .await
+            .is_err(),
+        "nothing was kept for it"
+    );
+    broker.publish(&result(1)).await.unwrap();
+    let d = late.next().await.unwrap();
+    assert_eq!(d.envelope.id, "pr-1");
+    d.ack().await.unwrap();
+    assert_eq!(broker.held(), 1);
+
+    // Without any declared group nothing is kept at all.
+    let bare = MemoryBroker::new();
+    bare.publish_batch(&(1..=1000).map(order).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    assert_eq!(bare.held(), 0);
+    assert_eq!(
+        bare.pending(Topic::OrderCreated, "orders").await.unwrap(),
+        Some(0)
+    );
 }
 
 /// A name no other test (or run) uses, for a real broker's topics, exchanges and queues.

@@ -163,7 +163,11 @@ async fn a_failing_store_is_retried_until_the_order_is_stored() {
 
 #[tokio::test(start_paused = true)]
 async fn one_bad_message_does_not_hold_back_its_batch() {
-    let broker = Arc::new(MemoryBroker::new());
+    // The group declared, as the service does, so what is published before it subscribes waits.
+    let broker = Arc::new(MemoryBroker::with_groups(vec![(
+        Topic::OrderCreated,
+        ORDER_SERVICE_GROUP.to_owned(),
+    )]));
     let store = Arc::new(Faulty::new(0, Some("1001-5")));
     // Published before the consumer starts, so its first batch holds all ten.
     broker

@@ -128,7 +128,9 @@ impl Components {
     pub fn embedded() -> Self {
         Self {
             inventory: Arc::new(MemoryInventory::new()),
-            broker: Arc::new(MemoryBroker::new()),
+            // The pipeline's groups keep what is published before they subscribe; the
+            // follow-ups nobody consumes are not kept.
+            broker: Arc::new(MemoryBroker::with_groups(crate::consumer_groups())),
             orders: Arc::new(MemoryOrderStore::new()),
             results: None,
             ledger: None,
