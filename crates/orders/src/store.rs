@@ -1,6 +1,7 @@
 //! The [`OrderStore`] trait and the in-process [`MemoryOrderStore`].
 
 use std::collections::{BTreeSet, HashMap};
+use std::hash::{BuildHasher, RandomState};
 
 use async_trait::async_trait;
 use parking_lot::RwLock;
@@ -168,20 +169,49 @@ pub trait OrderStore: Send + Sync + 'static {
 /// Orders held in this process (embedded mode).
 ///
 /// The sweeper's queries are served from ordered indexes (by deadline), so a sweep costs what
-/// is due, not the number of orders.
+/// is due, not the number of orders. The orders are split over 1,024 maps by a hash of their
+/// id: a map that outgrows its table rehashes its share of the orders, never all of them at once
+/// under the lock every insert and read takes.
 #[derive(Default)]
 pub struct MemoryOrderStore {
     state: RwLock<State>,
 }
 
-#[derive(Default)]
+/// Maps the orders are split over (a power of two).
+const PARTS: usize = 1024;
+
 struct State {
-    orders: HashMap<String, Order>,
+    /// Picks an order's part; independent of the parts' own hashers, so a part's keys spread
+    /// over its whole table.
+    parts_hasher: RandomState,
+    parts: Box<[HashMap<String, Order>]>,
     counts: HashMap<(u64, u64), OrderCounts>,
     /// Orders awaiting payment, by (deadline, id).
     awaiting: BTreeSet<(i64, String)>,
     /// Cancelled orders whose stock is not back yet, by (deadline, id).
     unreturned: BTreeSet<(i64, String)>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self {
+            parts_hasher: RandomState::new(),
+            parts: (0..PARTS).map(|_| HashMap::new()).collect(),
+            counts: HashMap::new(),
+            awaiting: BTreeSet::new(),
+            unreturned: BTreeSet::new(),
+        }
+    }
+}
+
+impl State {
+    fn part(&self, order_id: &str) -> usize {
+        self.parts_hasher.hash_one(order_id) as usize % PARTS
+    }
+
+    fn get(&self, order_id: &str) -> Option<&Order> {
+        self.parts[self.part(order_id)].get(order_id)
+    }
 }
 
 impl MemoryOrderStore {
@@ -192,18 +222,21 @@ impl MemoryOrderStore {
 
     /// Every order, in no particular order.
     pub fn all(&self) -> Vec<Order> {
-        self.state.read().orders.values().cloned().collect()
+        let st = self.state.read();
+        st.parts.iter().flat_map(HashMap::values).cloned().collect()
     }
 
     fn set_status(&self, order_id: &str, to: OrderStatus, now_ms: i64) -> Transition {
         let mut st = self.state.write();
+        let part = st.part(order_id);
         let State {
-            orders,
+            parts,
             counts,
             awaiting,
             unreturned,
+            ..
         } = &mut *st;
-        let Some(o) = orders.get_mut(order_id) else {
+        let Some(o) = parts[part].get_mut(order_id) else {
             return Transition::NotFound;
         };
         if o.status != OrderStatus::AwaitingPayment {
@@ -232,7 +265,8 @@ impl MemoryOrderStore {
 impl OrderStore for MemoryOrderStore {
     async fn insert(&self, order: &Order) -> Result<bool, OrderError> {
         let mut st = self.state.write();
-        if st.orders.contains_key(&order.order_id) {
+        let part = st.part(&order.order_id);
+        if st.parts[part].contains_key(&order.order_id) {
             return Ok(false);
         }
         let key = (order.expires_at_ms, order.order_id.clone());
@@ -254,12 +288,12 @@ impl OrderStore for MemoryOrderStore {
             c.live_orders += 1;
             c.live_items += u64::from(order.quantity);
         }
-        st.orders.insert(order.order_id.clone(), order.clone());
+        st.parts[part].insert(order.order_id.clone(), order.clone());
         Ok(true)
     }
 
     async fn get(&self, order_id: &str) -> Result<Option<Order>, OrderError> {
-        Ok(self.state.read().orders.get(order_id).cloned())
+        Ok(self.state.read().get(order_id).cloned())
     }
 
     async fn counts(&self, product_id: u64, epoch: u64) -> Result<OrderCounts, OrderError> {
@@ -293,16 +327,17 @@ impl OrderStore for MemoryOrderStore {
         keys.truncate(limit);
         Ok(keys
             .into_iter()
-            .filter_map(|(_, id)| st.orders.get(id).cloned())
+            .filter_map(|(_, id)| st.get(id).cloned())
             .collect())
     }
 
     async fn mark_stock_returned(&self, order_id: &str) -> Result<(), OrderError> {
         let mut st = self.state.write();
+        let part = st.part(order_id);
         let State {
-            orders, unreturned, ..
+            parts, unreturned, ..
         } = &mut *st;
-        if let Some(o) = orders.get_mut(order_id) {
+        if let Some(o) = parts[part].get_mut(order_id) {
             o.stock_returned = true;
             unreturned.remove(&(o.expires_at_ms, o.order_id.clone()));
         }
