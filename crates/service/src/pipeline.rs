@@ -45,7 +45,7 @@ const ORDER_CONSUMERS: usize = 4;
 const PUBLISH_BATCH: usize = 256;
 
 /// Outbox entries relayed per broker batch.
-const RELAY_BATCH: usize = 256;
+const RELAY_BATCH: usize = 1024;
 
 /// An accepted asynchronous purchase waiting to be published, with where to report the
 /// broker's confirm.
