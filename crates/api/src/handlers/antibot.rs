@@ -1,74 +1,87 @@
 //! `GET /api/v1/seckill/challenge/{productId}` and `GET /api/v1/seckill/token/{productId}`: the
 //! anti-bot challenge and the purchase token (`antibot` section).
 
-use axum::extract::{Query, State};
+use axum::extract::{FromRequestParts, Query, State};
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
-use seckill_service::ChallengeAnswer;
-use serde::Deserialize;
+use seckill_service::{ChallengeAnswer, ServiceError};
+use serde::{Deserialize, Serialize};
 
 use super::{Auth, Params, answer, path_id};
 use crate::{ApiError, AppState};
 
-/// The query of both routes: in `auth.mode: none` the buyer is named here.
-#[derive(Debug, Default, Deserialize)]
-pub(crate) struct TokenQuery {
+/// The product of the path and the query of both routes: in `auth.mode: none` the buyer is
+/// named here, and the token route takes the answered challenge.
+pub(crate) struct ProductQuery {
+    product_id: u64,
     user_id: Option<u64>,
     challenge: Option<String>,
     solution: Option<String>,
 }
 
-fn query(
-    q: Result<Query<TokenQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<TokenQuery, ApiError> {
-    q.map(|Query(q)| q)
-        .map_err(|e| ApiError::invalid(format!("invalid query: {e}")))
+#[derive(Deserialize)]
+struct RawQuery {
+    user_id: Option<u64>,
+    challenge: Option<String>,
+    solution: Option<String>,
+}
+
+impl FromRequestParts<AppState> for ProductQuery {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, ApiError> {
+        let Params(raw) = Params::<String>::from_request_parts(parts, s).await?;
+        let product_id = path_id("productId", &raw)?;
+        let Query(q) = Query::<RawQuery>::from_request_parts(parts, s)
+            .await
+            .map_err(|e| ApiError::invalid(format!("invalid query: {e}")))?;
+        Ok(Self {
+            product_id,
+            user_id: q.user_id,
+            challenge: q.challenge,
+            solution: q.solution,
+        })
+    }
+}
+
+/// The answer, or 404 naming the switch that is off.
+fn when_on<T: Serialize>(r: Result<Option<T>, ServiceError>, off: &'static str) -> Response {
+    match r {
+        Ok(Some(v)) => answer(Ok(v)),
+        Ok(None) => ApiError::RouteNotFound(off).into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
 }
 
 /// A challenge to solve before asking for a purchase token.
 pub(crate) async fn challenge(
     State(s): State<AppState>,
     Auth(caller): Auth,
-    Params(raw): Params<String>,
-    q: Result<Query<TokenQuery>, axum::extract::rejection::QueryRejection>,
+    q: ProductQuery,
 ) -> Response {
-    let result = async {
-        let product_id = path_id("productId", &raw)?;
-        let q = query(q)?;
-        s.service
-            .challenge(&caller, product_id, q.user_id)
-            .await?
-            .ok_or(ApiError::RouteNotFound("the anti-bot challenge is off"))
-    };
-    match result.await {
-        Ok(c) => answer(Ok(c)),
-        Err(e) => e.into_response(),
-    }
+    when_on(
+        s.service.challenge(&caller, q.product_id, q.user_id).await,
+        "the anti-bot challenge is off",
+    )
 }
 
 /// A single-use purchase token for the buyer and the product, from the sale's start.
 pub(crate) async fn token(
     State(s): State<AppState>,
     Auth(caller): Auth,
-    Params(raw): Params<String>,
-    q: Result<Query<TokenQuery>, axum::extract::rejection::QueryRejection>,
+    q: ProductQuery,
 ) -> Response {
-    let result = async {
-        let product_id = path_id("productId", &raw)?;
-        let q = query(q)?;
-        let answer = match (&q.challenge, &q.solution) {
-            (Some(challenge), Some(solution)) => Some(ChallengeAnswer {
-                challenge,
-                solution,
-            }),
-            _ => None,
-        };
-        s.service
-            .purchase_token(&caller, product_id, q.user_id, answer)
-            .await?
-            .ok_or(ApiError::RouteNotFound("purchase tokens are off"))
+    let answer = match (&q.challenge, &q.solution) {
+        (Some(challenge), Some(solution)) => Some(ChallengeAnswer {
+            challenge,
+            solution,
+        }),
+        _ => None,
     };
-    match result.await {
-        Ok(t) => answer(Ok(t)),
-        Err(e) => e.into_response(),
-    }
+    when_on(
+        s.service
+            .purchase_token(&caller, q.product_id, q.user_id, answer)
+            .await,
+        "purchase tokens are off",
+    )
 }

@@ -265,6 +265,18 @@ impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for Params<T> {
     }
 }
 
+/// Refuses a request whose content type is not JSON: state-changing routes without a body
+/// take it as a marker, so a cross-site form post cannot reach them.
+pub(crate) struct JsonOnly;
+
+impl FromRequestParts<AppState> for JsonOnly {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, ApiError> {
+        require_json(&parts.headers).map(|()| JsonOnly)
+    }
+}
+
 /// State-changing routes take only JSON, so a cross-site form post cannot reach them.
 pub(crate) fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     let is_json = headers

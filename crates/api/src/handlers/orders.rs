@@ -1,13 +1,12 @@
 //! `GET /api/v1/seckill/orders/{orderId}`, `POST …/pay` and `POST …/cancel`.
 
 use axum::extract::State;
-use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use seckill_orders::Order;
 use seckill_service::ServiceError;
 use serde::Serialize;
 
-use super::{Auth, Params, answer, require_json};
+use super::{Auth, JsonOnly, Params, answer};
 use crate::AppState;
 
 #[derive(Serialize)]
@@ -37,13 +36,10 @@ pub(crate) async fn get(
 /// order (idempotent).
 pub(crate) async fn pay(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    _: JsonOnly,
     Auth(caller): Auth,
     Params(id): Params<String>,
 ) -> Response {
-    if let Err(e) = require_json(&headers) {
-        return e.into_response();
-    }
     view(s.service.pay(&caller, &id).await)
 }
 
@@ -51,12 +47,9 @@ pub(crate) async fn pay(
 /// sale. Cancelling a cancelled order again answers the order (idempotent).
 pub(crate) async fn cancel(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    _: JsonOnly,
     Auth(caller): Auth,
     Params(id): Params<String>,
 ) -> Response {
-    if let Err(e) = require_json(&headers) {
-        return e.into_response();
-    }
     view(s.service.cancel(&caller, &id).await)
 }
