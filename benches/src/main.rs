@@ -5,10 +5,15 @@
 //! seckill-bench load --url http://127.0.0.1:8083/api/v1/seckill/purchase \
 //!     --body '{"product_id":1001,"user_id":{user},"quantity":1}' --connections 64 --seconds 10
 //! seckill-bench bare --port 18090
+//! seckill-bench memory --stock 1000000000 --sales 1000000
 //! ```
 //! `{user}` in the body is replaced by a counter (1, 2, …) per request; `--rate R` paces the
 //! whole load at R requests per second (otherwise each connection sends as fast as answered). `load` prints one JSON
 //! line: requests, requests per second, statuses, latency percentiles in microseconds.
+//! `memory` runs embedded mode in this process, sells `--sales` items to new buyers, lets the
+//! pipeline drain and prints one JSON line with the resident memory it grew by per sale.
+
+mod memory;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -224,8 +229,9 @@ fn main() -> anyhow::Result<()> {
                 .map_or(Ok(18090), |p| p.parse())?;
             bare(port)
         }
+        Some("memory") => memory::run(memory::parse(&args[1..])?),
         _ => bail!(
-            "usage: seckill-bench load [--url U] [--body B] [--connections N] [--seconds S] [--threads T] | bare [--port P]"
+            "usage: seckill-bench load [--url U] [--body B] [--connections N] [--seconds S] [--threads T] | bare [--port P] | memory [--stock S] [--sales N] [--tasks T] [--threads T] [--checkpoints C]"
         ),
     }
 }
