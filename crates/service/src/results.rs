@@ -91,43 +91,79 @@ pub struct AsyncResults {
     inner: Mutex<Held>,
 }
 
-#[derive(Default)]
 struct Held {
     map: HashMap<String, (AsyncResult, Instant)>,
-    /// Ids in the order they arrived (may name removed ones, dropped when met).
-    order: VecDeque<String>,
+    /// Pending ids, oldest first, and finished ids, oldest first. An id moves from the first
+    /// to the second when its result comes; what it leaves behind (and removed ids) is stale
+    /// and dropped when met.
+    pending_order: VecDeque<String>,
+    finished_order: VecDeque<String>,
     pending: usize,
 }
 
 impl Held {
-    fn forget(&mut self, id: &str) -> bool {
-        match self.map.remove(id) {
-            Some((r, _)) => {
-                if r.status == AsyncStatus::Pending {
-                    self.pending -= 1;
-                }
-                true
-            }
-            None => false,
+    fn new(capacity: usize) -> Self {
+        Self {
+            map: HashMap::with_capacity(capacity),
+            pending_order: VecDeque::new(),
+            finished_order: VecDeque::new(),
+            pending: 0,
         }
     }
 
-    /// Frees one place: the oldest expired or finished result.
+    fn forget(&mut self, id: &str) -> Option<AsyncResult> {
+        let (r, _) = self.map.remove(id)?;
+        if r.status == AsyncStatus::Pending {
+            self.pending -= 1;
+        }
+        Some(r)
+    }
+
+    /// Frees one place: the oldest finished result, else the oldest pending request if it
+    /// expired. O(1) but for stale ids, each met once.
     fn evict_one(&mut self, now: Instant, ttl: Duration) -> bool {
-        for _ in 0..self.order.len() {
-            let Some(id) = self.order.pop_front() else {
-                return false;
-            };
-            let Some((r, at)) = self.map.get(&id) else {
-                continue; // removed earlier
-            };
-            if r.status != AsyncStatus::Pending || now.saturating_duration_since(*at) >= ttl {
+        while let Some(id) = self.finished_order.pop_front() {
+            if self
+                .map
+                .get(&id)
+                .is_some_and(|(r, _)| r.status != AsyncStatus::Pending)
+            {
                 self.forget(&id);
                 return true;
             }
-            self.order.push_back(id);
+        }
+        while let Some(id) = self.pending_order.front() {
+            match self.map.get(id) {
+                Some((r, at)) if r.status == AsyncStatus::Pending => {
+                    if now.saturating_duration_since(*at) < ttl {
+                        return false;
+                    }
+                    let id = self.pending_order.pop_front().expect("a front");
+                    self.forget(&id);
+                    return true;
+                }
+                _ => {
+                    self.pending_order.pop_front();
+                }
+            }
         }
         false
+    }
+
+    /// Drops stale ids once they outnumber the results, so churn cannot grow the queues.
+    fn compact(&mut self) {
+        let Held {
+            map,
+            pending_order,
+            finished_order,
+            ..
+        } = self;
+        if pending_order.len() + finished_order.len() > 2 * map.len() + 1024 {
+            pending_order
+                .retain(|id| map.get(id).is_some_and(|(r, _)| r.status == AsyncStatus::Pending));
+            finished_order
+                .retain(|id| map.get(id).is_some_and(|(r, _)| r.status != AsyncStatus::Pending));
+        }
     }
 }
 
@@ -145,7 +181,7 @@ impl AsyncResults {
         Self {
             ttl,
             capacity: capacity.max(1),
-            inner: Mutex::new(Held::default()),
+            inner: Mutex::new(Held::new(capacity.clamp(1, DEFAULT_RESULT_CAPACITY))),
         }
     }
 
@@ -157,23 +193,28 @@ impl AsyncResults {
         let now = Instant::now();
         let mut held = self.inner.lock();
         let pending = result.status == AsyncStatus::Pending;
-        if !held.forget(id) {
-            if held.map.len() >= self.capacity && !held.evict_one(now, self.ttl) {
-                return Err(ResultStoreError(format!(
-                    "{} asynchronous purchases are pending: the result store is full",
-                    held.map.len()
-                )));
+        let was_pending = match held.forget(id) {
+            Some(previous) => previous.status == AsyncStatus::Pending,
+            None => {
+                if held.map.len() >= self.capacity && !held.evict_one(now, self.ttl) {
+                    return Err(ResultStoreError(format!(
+                        "{} asynchronous purchases are pending: the result store is full",
+                        held.pending
+                    )));
+                }
+                false
             }
-            held.order.push_back(id.to_owned());
-            if held.order.len() > 2 * self.capacity {
-                let Held { map, order, .. } = &mut *held;
-                order.retain(|id| map.contains_key(id));
-            }
+        };
+        match (was_pending, pending) {
+            (false, true) => held.pending_order.push_back(id.to_owned()),
+            (_, false) => held.finished_order.push_back(id.to_owned()),
+            (true, true) => {}
         }
         if pending {
             held.pending += 1;
         }
         held.map.insert(id.to_owned(), (result, now));
+        held.compact();
         Ok(())
     }
 
@@ -336,14 +377,28 @@ mod tests {
     }
 
     #[test]
-    fn churn_keeps_the_arrival_list_bounded() {
+    fn churn_keeps_the_arrival_lists_bounded() {
         let r = AsyncResults::with_capacity(Duration::from_secs(600), 4);
-        for i in 0..1000 {
+        for i in 0..10_000 {
             let id = format!("r{i}");
             r.put(&id, pending(1)).unwrap();
+            if i % 2 == 0 {
+                r.put(&id, done(1)).unwrap();
+            }
             r.remove(&id);
         }
-        assert!(r.inner.lock().order.len() <= 8);
+        let held = r.inner.lock();
+        assert!(held.pending_order.len() + held.finished_order.len() <= 2048);
+        drop(held);
         assert!(r.is_empty());
+    }
+
+    #[test]
+    fn an_expired_pending_request_makes_room() {
+        let r = AsyncResults::with_capacity(Duration::from_millis(0), 1);
+        r.put("a", pending(1)).unwrap();
+        r.put("b", pending(2)).unwrap();
+        assert_eq!(r.get("a"), None);
+        assert_eq!(r.len(), 1);
     }
 }

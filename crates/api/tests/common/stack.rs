@@ -68,7 +68,7 @@ impl Stack {
             let embedded = Components {
                 // A crashed relay's claimed sales are taken over after 1 s.
                 inventory: Arc::new(MemoryInventory::with_reclaim_after(Duration::from_secs(1))),
-                broker: Arc::new(MemoryBroker::new()),
+                broker: Arc::new(MemoryBroker::with_groups(consumer_groups())),
                 orders: orders.clone(),
                 results: Some(Arc::new(AsyncResults::new(Duration::from_secs(600)))),
                 ledger: None,
