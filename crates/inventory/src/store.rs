@@ -68,9 +68,11 @@ pub trait Inventory: Send + Sync + 'static {
     /// Backend failures.
     async fn cancel(&self, order_id: OrderId) -> Result<CancelOutcome, InventoryError>;
 
-    /// Claims up to `max` outbox entries not acknowledged yet, waiting up to `block` for one to
-    /// appear. An entry claimed but not acknowledged is offered again after the backend's reclaim
-    /// timeout, so a relay that dies loses nothing.
+    /// Claims about `max` outbox entries (one per sale) not acknowledged yet, waiting up to
+    /// `block` for one to appear. An entry claimed but not acknowledged is offered again after
+    /// the backend's reclaim timeout, so a relay that dies loses nothing. Sales the backend
+    /// stored together (one call's batch) come together and share an id; acknowledging that id
+    /// acknowledges them all, so a read may return a little more than `max`.
     ///
     /// # Errors
     /// Backend failures.
@@ -86,7 +88,7 @@ pub trait Inventory: Send + Sync + 'static {
     /// Backend failures.
     async fn outbox_ack(&self, ids: &[String]) -> Result<(), InventoryError>;
 
-    /// Entries in the outbox not acknowledged yet, over all products.
+    /// Sales in the outbox not acknowledged yet, over all products.
     ///
     /// # Errors
     /// Backend failures.

@@ -168,6 +168,7 @@ pub(crate) async fn call(
                 k.seq.clone(),
                 k.outbox.clone(),
                 k.idem.clone(),
+                k.outbox_count.clone(),
             ],
             args,
         )

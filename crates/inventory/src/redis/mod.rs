@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use fred::interfaces::{HashesInterface, SetsInterface, StreamsInterface};
+use fred::interfaces::{HashesInterface, KeysInterface, SetsInterface};
 use fred::types::{Key, Value};
 use parking_lot::{Mutex, RwLock};
 use tokio::time::Instant;
@@ -37,6 +37,8 @@ struct ProductKeys {
     seq: Key,
     epoch: Key,
     outbox: Key,
+    /// Sales in the outbox (the stream holds one entry per batch).
+    outbox_count: Key,
     /// The outbox key's name, to tell the streams of a multi-stream read apart.
     outbox_name: String,
 }
@@ -61,12 +63,13 @@ struct SoldOut {
 /// | key | type | holds |
 /// |---|---|---|
 /// | `P:{X}:activity` | hash | the activity, `stock`, `cancelled`, `epoch`, `exp` |
-/// | `P:{X}:buyers` | hash | user → order seq, this epoch |
+/// | `P:{X}:buyers` | hash | user → order seq, this epoch (and `_`, which carries the expiry) |
 /// | `P:{X}:orders` | hash | seq → `user\|qty\|epoch\|state`, this epoch |
-/// | `P:{X}:idem` | hash | `user:key` → `seq\|remaining`, this epoch |
+/// | `P:{X}:idem` | hash | `user:key` → `seq\|remaining\|qty`, this epoch |
 /// | `P:{X}:seq` | string | order sequence, never reset |
 /// | `P:{X}:epoch` | string | activity epoch counter, never reset |
-/// | `P:{X}:outbox` | stream | sales not yet delivered to the broker |
+/// | `P:{X}:outbox` | stream | sales not yet delivered to the broker, one entry per batch |
+/// | `P:{X}:outbox_n` | string | sales in the outbox |
 /// | `P:products` | set | products with an outbox (for the relay) |
 ///
 /// `P` is the configurable prefix. The activity, buyer, order and idempotency keys expire a grace
@@ -249,6 +252,7 @@ impl Inner {
             seq: k("seq"),
             epoch: k("epoch"),
             outbox: k("outbox"),
+            outbox_count: k("outbox_n"),
             outbox_name: format!("{p}:{{{product_id}}}:outbox"),
         });
         self.keys.write().insert(product_id, keys.clone());
@@ -437,7 +441,7 @@ impl Inventory for RedisInventory {
             .client
             .fcall(
                 functions::op::stats,
-                vec![k.activity.clone(), k.buyers.clone(), k.outbox.clone()],
+                vec![k.activity.clone(), k.buyers.clone(), k.outbox_count.clone()],
                 vec![],
             )
             .await?;
@@ -520,19 +524,25 @@ impl Inventory for RedisInventory {
     }
 
     async fn outbox_len(&self) -> Result<u64, InventoryError> {
-        let mut total = 0;
-        for product_id in self.inner.products().await? {
-            let k = self.inner.keys(product_id);
-            let n: u64 = self
-                .inner
-                .client
-                .next()
-                .xlen(k.outbox.clone())
-                .await
-                .map_err(backend)?;
-            total += n;
+        let products = self.inner.products().await?;
+        if products.is_empty() {
+            return Ok(0);
         }
-        Ok(total)
+        let keys: Vec<Key> = products
+            .iter()
+            .map(|&p| self.inner.keys(p).outbox_count.clone())
+            .collect();
+        let counts: Vec<Option<i64>> = self
+            .inner
+            .client
+            .next()
+            .mget(keys)
+            .await
+            .map_err(backend)?;
+        Ok(counts
+            .into_iter()
+            .map(|c| u64::try_from(c.unwrap_or(0)).unwrap_or(0))
+            .sum())
     }
 
     async fn ping(&self) -> Result<(), InventoryError> {

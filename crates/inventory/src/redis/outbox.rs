@@ -6,8 +6,8 @@
 //! costs nothing and no product is polled. Entries another relay claimed and left
 //! unacknowledged (it died) are taken over by an `XAUTOCLAIM` pass every half
 //! `reclaim_after`, which is also when products whose activity expired and whose outbox is
-//! empty leave the set. Acknowledged entries are trimmed by range (`XTRIM MINID`, up to the
-//! oldest entry still pending), not deleted one by one.
+//! empty leave the set. Each entry holds a batch of sales; acknowledged entries are trimmed by
+//! range (`XTRIM MINID`, up to the oldest entry still pending), not deleted one by one.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -114,7 +114,7 @@ impl Inner {
             }
             for pair in flat.chunks(2) {
                 if let [id, fields] = pair {
-                    out.push(parse_entry(product_id, id, fields)?);
+                    parse_entry(product_id, id, fields, &mut out)?;
                 }
             }
         }
@@ -180,7 +180,7 @@ impl Inner {
             for e in entries {
                 if let Value::Array(pair) = e {
                     if let [id, fields] = pair.as_slice() {
-                        out.push(parse_entry(product_id, id, fields)?);
+                        parse_entry(product_id, id, fields, &mut out)?;
                     }
                 }
             }
@@ -188,24 +188,33 @@ impl Inner {
         Ok(out)
     }
 
-    /// Acknowledges relayed entries and trims each outbox by range.
+    /// Acknowledges relayed entries (every sale read from an entry carries its id) and
+    /// trims each outbox by range.
     pub(super) async fn ack_outbox(&self, ids: &[String]) -> Result<(), InventoryError> {
-        let mut by_product: HashMap<u64, Vec<Value>> = HashMap::new();
+        // product -> entry -> sales read from it
+        let mut by_product: HashMap<u64, HashMap<&str, u64>> = HashMap::new();
         for id in ids {
             if let Some((p, entry)) = id.split_once(':') {
                 if let Ok(p) = p.parse() {
-                    by_product
-                        .entry(p)
-                        .or_insert_with(|| vec![RELAY_GROUP.into()])
-                        .push(entry.to_owned().into());
+                    *by_product.entry(p).or_default().entry(entry).or_default() += 1;
                 }
             }
         }
-        for (product_id, args) in by_product {
+        for (product_id, entries) in by_product {
             let k = self.keys(product_id);
+            let mut args: Vec<Value> = Vec::with_capacity(1 + 2 * entries.len());
+            args.push(RELAY_GROUP.into());
+            for (entry, sales) in entries {
+                args.push(entry.to_owned().into());
+                args.push((sales as i64).into());
+            }
             let _: i64 = self
                 .client
-                .fcall(functions::op::outbox_ack, vec![k.outbox.clone()], args)
+                .fcall(
+                    functions::op::outbox_ack,
+                    vec![k.outbox.clone(), k.outbox_count.clone()],
+                    args,
+                )
                 .await?;
         }
         Ok(())
@@ -243,13 +252,15 @@ fn streams(reply: Value) -> Vec<(String, Value)> {
     }
 }
 
-/// One outbox entry: field `v` = `seq|user|qty|price|ts|epoch` (or, written by an earlier
-/// release, one field each).
+/// The sales of one outbox entry, appended to `out`: fields `p` price, `t` ms, `e` epoch and
+/// `s` = `seq|user|qty;…` for a batch, or (written by an earlier release) one field each of a
+/// single sale. Every sale of the entry carries the entry's id.
 pub(super) fn parse_entry(
     product_id: u64,
     id: &Value,
     fields: &Value,
-) -> Result<OutboxEntry, InventoryError> {
+    out: &mut Vec<OutboxEntry>,
+) -> Result<(), InventoryError> {
     let id = id
         .as_str()
         .ok_or_else(|| InventoryError::Protocol("outbox entry without an id".into()))?;
@@ -265,43 +276,47 @@ pub(super) fn parse_entry(
         }
     }
     let bad = |what: &str| InventoryError::Protocol(format!("outbox entry {id} lacks {what}"));
-    let [seq, user, qty, price, ts, epoch] = match map.get("v") {
-        Some(v) => {
-            let parts: Vec<i64> = v
-                .split('|')
-                .map(|p| p.parse().map_err(|_| bad("a number")))
-                .collect::<Result<_, _>>()?;
-            <[i64; 6]>::try_from(parts).map_err(|_| bad("six fields"))?
-        }
-        None => {
-            let field = |name: &str| -> Result<i64, InventoryError> {
-                map.get(name)
-                    .and_then(|v| v.parse().ok())
-                    .ok_or_else(|| bad(name))
-            };
-            [
-                field("order")?,
-                field("user")?,
-                field("qty")?,
-                field("price")?,
-                field("ts")?,
-                field("epoch")?,
-            ]
-        }
+    let field = |name: &str| -> Result<i64, InventoryError> {
+        map.get(name)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| bad(name))
     };
-    Ok(OutboxEntry {
-        id: format!("{product_id}:{id}"),
-        record: SaleRecord {
-            order_id: OrderId {
+    let entry_id = format!("{product_id}:{id}");
+    let mut push = |seq: i64, user: i64, qty: i64, price: i64, ts: i64, epoch: i64| {
+        out.push(OutboxEntry {
+            id: entry_id.clone(),
+            record: SaleRecord {
+                order_id: OrderId {
+                    product_id,
+                    seq: u64::try_from(seq).unwrap_or(0),
+                },
                 product_id,
-                seq: u64::try_from(seq).unwrap_or(0),
+                user_id: u64::try_from(user).unwrap_or(0),
+                quantity: u32::try_from(qty).unwrap_or(0),
+                price_cents: u64::try_from(price).unwrap_or(0),
+                sold_at_ms: ts,
+                epoch: u64::try_from(epoch).unwrap_or(0),
             },
-            product_id,
-            user_id: u64::try_from(user).unwrap_or(0),
-            quantity: u32::try_from(qty).unwrap_or(0),
-            price_cents: u64::try_from(price).unwrap_or(0),
-            sold_at_ms: ts,
-            epoch: u64::try_from(epoch).unwrap_or(0),
-        },
-    })
+        });
+    };
+    match map.get("s") {
+        Some(sales) => {
+            let (price, ts, epoch) = (field("p")?, field("t")?, field("e")?);
+            for sale in sales.split(';') {
+                let mut parts = sale.split('|').map(str::parse::<i64>);
+                let mut next = || parts.next().and_then(Result::ok).ok_or_else(|| bad("a sale"));
+                let (seq, user, qty) = (next()?, next()?, next()?);
+                push(seq, user, qty, price, ts, epoch);
+            }
+        }
+        None => push(
+            field("order")?,
+            field("user")?,
+            field("qty")?,
+            field("price")?,
+            field("ts")?,
+            field("epoch")?,
+        ),
+    }
+    Ok(())
 }
