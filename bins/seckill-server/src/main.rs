@@ -19,6 +19,11 @@ use tokio::net::TcpListener;
 use seckill_server::config::{self, Config, FileChoice, InventoryBackend, MqBackend};
 use seckill_server::telemetry;
 
+/// mimalloc: glibc's allocator contends on its arena locks under the server's many small,
+/// short-lived allocations across threads.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit status for an invalid configuration (EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
 
