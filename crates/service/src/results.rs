@@ -159,10 +159,14 @@ impl Held {
             ..
         } = self;
         if pending_order.len() + finished_order.len() > 2 * map.len() + 1024 {
-            pending_order
-                .retain(|id| map.get(id).is_some_and(|(r, _)| r.status == AsyncStatus::Pending));
-            finished_order
-                .retain(|id| map.get(id).is_some_and(|(r, _)| r.status != AsyncStatus::Pending));
+            pending_order.retain(|id| {
+                map.get(id)
+                    .is_some_and(|(r, _)| r.status == AsyncStatus::Pending)
+            });
+            finished_order.retain(|id| {
+                map.get(id)
+                    .is_some_and(|(r, _)| r.status != AsyncStatus::Pending)
+            });
         }
     }
 }

@@ -532,13 +532,8 @@ impl Inventory for RedisInventory {
             .iter()
             .map(|&p| self.inner.keys(p).outbox_count.clone())
             .collect();
-        let counts: Vec<Option<i64>> = self
-            .inner
-            .client
-            .next()
-            .mget(keys)
-            .await
-            .map_err(backend)?;
+        let counts: Vec<Option<i64>> =
+            self.inner.client.next().mget(keys).await.map_err(backend)?;
         Ok(counts
             .into_iter()
             .map(|c| u64::try_from(c.unwrap_or(0)).unwrap_or(0))

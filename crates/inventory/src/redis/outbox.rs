@@ -304,7 +304,12 @@ pub(super) fn parse_entry(
             let (price, ts, epoch) = (field("p")?, field("t")?, field("e")?);
             for sale in sales.split(';') {
                 let mut parts = sale.split('|').map(str::parse::<i64>);
-                let mut next = || parts.next().and_then(Result::ok).ok_or_else(|| bad("a sale"));
+                let mut next = || {
+                    parts
+                        .next()
+                        .and_then(Result::ok)
+                        .ok_or_else(|| bad("a sale"))
+                };
                 let (seq, user, qty) = (next()?, next()?, next()?);
                 push(seq, user, qty, price, ts, epoch);
             }
