@@ -39,6 +39,7 @@ pub fn init_metrics(cfg: &TelemetryConfig) -> anyhow::Result<Option<MetricsRende
             0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
         ])?
         .install_recorder()?;
+    seckill_service::describe_metrics();
     let upkeep = handle.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
@@ -48,4 +49,71 @@ pub fn init_metrics(cfg: &TelemetryConfig) -> anyhow::Result<Option<MetricsRende
         }
     });
     Ok(Some(Arc::new(move || handle.render())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use seckill_service::{ActivityInput, Components, PurchaseInput, Service, ServiceConfig};
+
+    /// Every family the running service exposes has help text (what `promtool check metrics`
+    /// asks of it).
+    #[tokio::test(flavor = "current_thread")]
+    async fn every_family_has_help_text() {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        // The runtime has one thread: the service's tasks record here too.
+        let _local = metrics::set_default_local_recorder(&recorder);
+        seckill_service::describe_metrics();
+        let (service, pipeline) = Service::start(ServiceConfig::default(), Components::embedded())
+            .await
+            .unwrap();
+        let operator = service
+            .authenticate(None, Some([127, 0, 0, 1].into()))
+            .unwrap();
+        let now = chrono::Utc::now();
+        service
+            .prewarm(
+                &operator,
+                ActivityInput {
+                    product_id: 1,
+                    product_name: "metrics".into(),
+                    price: 1.0,
+                    stock: 10,
+                    start_time: (now - chrono::Duration::minutes(1)).to_rfc3339(),
+                    end_time: (now + chrono::Duration::hours(1)).to_rfc3339(),
+                    ..ActivityInput::default()
+                },
+            )
+            .await
+            .unwrap();
+        for user in 1..=3 {
+            let p = service
+                .purchase_request(
+                    &operator,
+                    PurchaseInput {
+                        product_id: 1,
+                        user_id: Some(user),
+                        ..PurchaseInput::default()
+                    },
+                )
+                .unwrap();
+            service.purchase(&p, &operator).await.unwrap();
+            service.record_purchase_latency(Duration::from_millis(1));
+        }
+        assert!(pipeline.shutdown(Duration::from_secs(10)).await);
+        let text = handle.render();
+        let families: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        assert!(families.len() >= 5, "{text}");
+        for f in families {
+            assert!(
+                text.contains(&format!("# HELP {f} ")),
+                "{f} has no help text:\n{text}"
+            );
+        }
+    }
 }

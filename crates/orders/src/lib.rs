@@ -47,3 +47,29 @@ pub use error::OrderError;
 #[cfg(feature = "postgres")]
 pub use postgres::PgOrderStore;
 pub use store::{MemoryOrderStore, Order, OrderCounts, OrderStatus, OrderStore, Transition};
+
+/// Describes the metrics this crate records (help text and units) to the installed recorder;
+/// call once after installing it.
+pub fn describe_metrics() {
+    use metrics::{Unit, describe_counter, describe_histogram};
+    describe_counter!(
+        "seckill_orders_stored_total",
+        Unit::Count,
+        "Orders stored by the order consumer (redeliveries not counted)."
+    );
+    describe_histogram!(
+        "seckill_order_pipeline_lag_seconds",
+        Unit::Seconds,
+        "Time from a sale to its stored order."
+    );
+    describe_counter!(
+        "seckill_order_dead_letters_total",
+        Unit::Count,
+        "Sales the order consumer dead-lettered because they can never be stored."
+    );
+    describe_counter!(
+        "seckill_order_consumer_failures_total",
+        Unit::Count,
+        "Failed attempts of the order consumer (retried in place)."
+    );
+}

@@ -106,6 +106,76 @@ pub use stats::{Outcome, OutcomeCount, Stats};
 
 use crate::pipeline::Job;
 
+/// Describes every metric the service and its order pipeline record (help text and units) to
+/// the installed recorder; call once after installing it.
+pub fn describe_metrics() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    seckill_orders::describe_metrics();
+    describe_counter!(
+        "seckill_purchase_requests_total",
+        Unit::Count,
+        "Purchase requests by outcome (success, sold_out, rate_limited, degraded, …)."
+    );
+    describe_histogram!(
+        "seckill_purchase_duration_seconds",
+        Unit::Seconds,
+        "Time to answer a synchronous purchase, whatever the answer."
+    );
+    describe_counter!(
+        "seckill_rate_limited_total",
+        Unit::Count,
+        "Purchases refused by a rate limit, by level (global, user, ip)."
+    );
+    describe_gauge!(
+        "seckill_circuit_breaker_state",
+        "State of the circuit breaker around the inventory: 0 closed, 1 half-open, 2 open."
+    );
+    describe_gauge!(
+        "seckill_requests_in_flight",
+        Unit::Count,
+        "Purchases being served."
+    );
+    describe_gauge!(
+        "seckill_request_queue_waiting",
+        Unit::Count,
+        "Purchases waiting in the request queue."
+    );
+    describe_gauge!(
+        "seckill_load",
+        "Purchases in flight and waiting over slots plus queue (degradation compares it to its threshold)."
+    );
+    describe_gauge!(
+        "seckill_degraded",
+        "1 while purchases are refused by degradation (automatic or the operators' lever), else 0."
+    );
+    describe_gauge!(
+        "seckill_outbox_pending",
+        Unit::Count,
+        "Sales in the inventory's outbox, not yet relayed to the broker."
+    );
+    describe_gauge!(
+        "seckill_orders_queued",
+        Unit::Count,
+        "Sales in the broker for the order service, not yet stored."
+    );
+    describe_counter!(
+        "seckill_relay_messages_total",
+        Unit::Count,
+        "Sales relayed from the outbox to the broker."
+    );
+    describe_counter!("seckill_orders_paid_total", Unit::Count, "Orders paid.");
+    describe_counter!(
+        "seckill_orders_expired_total",
+        Unit::Count,
+        "Unpaid orders cancelled by the sweeper past their deadline."
+    );
+    describe_counter!(
+        "seckill_orders_cancelled_total",
+        Unit::Count,
+        "Cancelled orders whose items went back on sale."
+    );
+}
+
 /// The backends the service runs on.
 #[derive(Clone)]
 pub struct Components {
