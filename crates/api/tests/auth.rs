@@ -126,13 +126,7 @@ async fn the_admin_plane_needs_the_admin_role() {
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["data"]["degradation_mode"], "auto");
     // The admin role opens every route.
-    let (st, v) = s
-        .post_as(
-            "/api/v1/seckill/activity/prewarm",
-            Some(&admin),
-            activity(5001, 10),
-        )
-        .await;
+    let (st, v) = s.prewarm_as(&admin, activity(5001, 10)).await;
     assert_eq!(st, 200, "{v}");
     let (st, v) = s
         .post_as(
@@ -157,16 +151,7 @@ async fn the_admin_plane_needs_the_admin_role() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_buyer_is_the_token_s_subject() {
     let s = start(jwt_config()).await;
-    assert_eq!(
-        s.post_as(
-            "/api/v1/seckill/activity/prewarm",
-            Some(&admin()),
-            activity(5002, 10)
-        )
-        .await
-        .0,
-        200
-    );
+    assert_eq!(s.prewarm_as(&admin(), activity(5002, 10)).await.0, 200);
     let a = token("1001", &[]);
     // No token: 401, nothing sold.
     let (st, v) = s
@@ -220,16 +205,7 @@ async fn the_buyer_is_the_token_s_subject() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_tokens_are_refused_and_change_nothing() {
     let s = start(jwt_config()).await;
-    assert_eq!(
-        s.post_as(
-            "/api/v1/seckill/activity/prewarm",
-            Some(&admin()),
-            activity(5003, 10)
-        )
-        .await
-        .0,
-        200
-    );
+    assert_eq!(s.prewarm_as(&admin(), activity(5003, 10)).await.0, 200);
     let hs = |secret: &str, claims: Value| {
         signed(
             &claims,
@@ -290,16 +266,7 @@ async fn orders_results_and_purchases_belong_to_their_buyer() {
     let s = start(jwt_config()).await;
     let (a, b) = (token("2001", &[]), token("2002", &[]));
     let payment = token("payments", &["seckill:payment"]);
-    assert_eq!(
-        s.post_as(
-            "/api/v1/seckill/activity/prewarm",
-            Some(&admin()),
-            activity(5005, 10)
-        )
-        .await
-        .0,
-        200
-    );
+    assert_eq!(s.prewarm_as(&admin(), activity(5005, 10)).await.0, 200);
     let (st, v) = s
         .post_as(
             "/api/v1/seckill/purchase",
@@ -407,16 +374,7 @@ async fn es256_tokens_verify_with_a_public_key_and_algorithm_swaps_are_refused()
         Algorithm::ES256,
         &es,
     );
-    assert_eq!(
-        s.post_as(
-            "/api/v1/seckill/activity/prewarm",
-            Some(&admin),
-            activity(5006, 10)
-        )
-        .await
-        .0,
-        200
-    );
+    assert_eq!(s.prewarm_as(&admin, activity(5006, 10)).await.0, 200);
     let buyer = signed(
         &claims("3001", &[], "https://id.example", "seckill"),
         Algorithm::ES256,
@@ -508,16 +466,7 @@ async fn per_user_limits_are_keyed_on_the_authenticated_buyer() {
         Components::embedded(),
     )
     .await;
-    assert_eq!(
-        s.post_as(
-            "/api/v1/seckill/activity/prewarm",
-            Some(&admin()),
-            activity(5008, 10)
-        )
-        .await
-        .0,
-        200
-    );
+    assert_eq!(s.prewarm_as(&admin(), activity(5008, 10)).await.0, 200);
     let a = token("4001", &[]);
     assert_eq!(
         s.post_as(

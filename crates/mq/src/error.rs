@@ -28,3 +28,12 @@ pub enum MqError {
     #[error("broker backend failed")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
+
+/// `Err(InvalidConfig)` for the settings' `validate`.
+#[cfg(any(feature = "kafka", feature = "rabbitmq"))]
+pub(crate) fn invalid_config(key: &'static str, reason: &str) -> Result<(), MqError> {
+    Err(MqError::InvalidConfig {
+        key,
+        reason: reason.to_owned(),
+    })
+}

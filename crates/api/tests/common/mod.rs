@@ -191,6 +191,12 @@ impl Server {
         self.post("/api/v1/seckill/activity/prewarm", body).await
     }
 
+    /// [`Server::prewarm`] with a bearer token.
+    pub async fn prewarm_as(&self, token: &str, body: Value) -> (u16, Value) {
+        self.post_as("/api/v1/seckill/activity/prewarm", Some(token), body)
+            .await
+    }
+
     pub async fn purchase(&self, product_id: u64, user_id: u64) -> (u16, Value) {
         self.post(
             "/api/v1/seckill/purchase",

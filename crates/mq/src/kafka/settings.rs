@@ -79,12 +79,7 @@ impl KafkaSettings {
     /// `lease_retry` (0s), `fetch_max_bytes` and `max_buffered` (below 1), `request_timeout`
     /// (0s).
     pub fn validate(&self) -> Result<(), MqError> {
-        let invalid = |key, reason: &str| {
-            Err(MqError::InvalidConfig {
-                key,
-                reason: reason.to_owned(),
-            })
-        };
+        let invalid = crate::error::invalid_config;
         if self.brokers.is_empty() || self.brokers.iter().any(|b| !b.contains(':')) {
             return invalid("brokers", "must list host:port addresses");
         }

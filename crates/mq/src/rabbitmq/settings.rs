@@ -55,12 +55,7 @@ impl RabbitSettings {
     /// `url` (not `amqp://` or `amqps://`), `prefix` (empty), `prefetch` and `max_attempts`
     /// (0), `confirm_timeout` (0s).
     pub fn validate(&self) -> Result<(), MqError> {
-        let invalid = |key, reason: &str| {
-            Err(MqError::InvalidConfig {
-                key,
-                reason: reason.to_owned(),
-            })
-        };
+        let invalid = crate::error::invalid_config;
         if !(self.url.starts_with("amqp://") || self.url.starts_with("amqps://")) {
             return invalid("url", "must start with amqp:// or amqps://");
         }
