@@ -43,8 +43,9 @@ impl OrderConsumer {
         }
     }
 
-    /// Sets the time a buyer has to pay, counted from the sale (so a redelivery computes the
-    /// same deadline).
+    /// Sets the time a buyer has to pay, counted from when the order is stored, on the order
+    /// store's clock ([`OrderStore::now_ms`]): a sale that waited out a pipeline outage still
+    /// gives its buyer the whole time. A redelivery keeps the first stored deadline.
     #[must_use]
     pub fn with_payment_timeout(mut self, timeout: Duration) -> Self {
         self.payment_timeout = timeout;
@@ -78,11 +79,13 @@ impl OrderConsumer {
         if sales.is_empty() {
             return Ok(());
         }
+        let stored_at = self.store.now_ms().await?;
         let orders: Vec<Order> = sales
             .iter()
-            .map(|oc| order_from(oc, self.payment_timeout))
+            .map(|oc| order_from(oc, self.payment_timeout, stored_at))
             .collect();
         let new = self.store.insert_many(&orders).await?;
+        self.check_existing(&orders, &new).await?;
         let now = now_ms();
         for (oc, _) in sales.iter().zip(&new).filter(|(_, new)| **new) {
             metrics::counter!("seckill_orders_stored_total").increment(1);
@@ -113,6 +116,42 @@ impl OrderConsumer {
             ));
         }
         self.broker.publish_batch(&follow_ups).await?;
+        Ok(())
+    }
+
+    /// Compares each order that was stored already with the sale in hand: the same sale is a
+    /// redelivery; a different sale under the id is an integrity alarm ([`OrderError::Conflict`],
+    /// permanent, so the message is dead-lettered rather than acknowledged as a duplicate).
+    async fn check_existing(&self, orders: &[Order], new: &[bool]) -> Result<(), OrderError> {
+        let old: Vec<&str> = orders
+            .iter()
+            .zip(new)
+            .filter(|(_, new)| !**new)
+            .map(|(o, _)| o.order_id.as_str())
+            .collect();
+        if old.is_empty() {
+            return Ok(());
+        }
+        let stored: std::collections::HashMap<String, Order> = self
+            .store
+            .get_many(&old)
+            .await?
+            .into_iter()
+            .map(|o| (o.order_id.clone(), o))
+            .collect();
+        for o in orders
+            .iter()
+            .zip(new)
+            .filter(|(_, new)| !**new)
+            .map(|(o, _)| o)
+        {
+            if let Some(reason) = stored.get(&o.order_id).and_then(|s| differs(s, o)) {
+                return Err(OrderError::Conflict {
+                    order_id: o.order_id.clone(),
+                    reason,
+                });
+            }
+        }
         Ok(())
     }
 
@@ -183,8 +222,11 @@ impl OrderConsumer {
                     return true;
                 }
                 Err(e) if e.is_permanent() => {
+                    if matches!(e, OrderError::Conflict { .. }) {
+                        metrics::counter!("seckill_order_integrity_alarms_total").increment(1);
+                    }
                     tracing::error!(error = %e, id = %delivery.envelope.id, "order consumer: message can never be stored; dead-lettered");
-                    metrics::counter!("seckill_order_dead_letters_total").increment(1);
+                    metrics::counter!("seckill_order_dead_letters_total", "reason" => dead_letter_reason(&e)).increment(1);
                     let _ = delivery.nack(false).await;
                     return true;
                 }
@@ -200,8 +242,31 @@ impl OrderConsumer {
     }
 }
 
-fn order_from(oc: &OrderCreated, payment_timeout: Duration) -> Order {
-    let now = now_ms();
+/// Why a message was dead-lettered, as a metric label.
+fn dead_letter_reason(e: &OrderError) -> &'static str {
+    match e {
+        OrderError::Conflict { .. } => "conflict",
+        OrderError::Rejected { .. } => "rejected",
+        _ => "invalid",
+    }
+}
+
+/// What differs between a stored order and another sale under its id, if anything.
+fn differs(stored: &Order, sale: &Order) -> Option<String> {
+    let fields = [
+        ("product_id", stored.product_id == sale.product_id),
+        ("user_id", stored.user_id == sale.user_id),
+        ("quantity", stored.quantity == sale.quantity),
+        ("epoch", stored.epoch == sale.epoch),
+        ("sold_at_ms", stored.sold_at_ms == sale.sold_at_ms),
+    ];
+    fields
+        .iter()
+        .find(|(_, same)| !same)
+        .map(|(field, _)| format!("{field} differs from the stored order"))
+}
+
+fn order_from(oc: &OrderCreated, payment_timeout: Duration, now: i64) -> Order {
     Order {
         order_id: oc.order_id.clone(),
         product_id: oc.product_id,
@@ -211,8 +276,7 @@ fn order_from(oc: &OrderCreated, payment_timeout: Duration) -> Order {
         status: OrderStatus::AwaitingPayment,
         sold_at_ms: oc.sold_at_ms,
         created_at_ms: now,
-        expires_at_ms: oc
-            .sold_at_ms
+        expires_at_ms: now
             .saturating_add(i64::try_from(payment_timeout.as_millis()).unwrap_or(i64::MAX)),
         updated_at_ms: now,
         stock_returned: false,

@@ -18,15 +18,41 @@ pub enum OrderError {
         /// What is wrong with its value.
         reason: String,
     },
+    /// The store refused the data for good (PostgreSQL SQLSTATE classes 22 data exception,
+    /// 23 integrity constraint violation, 42 syntax error or access rule violation): retrying
+    /// the same message cannot succeed.
+    #[error("order store refused the order (SQLSTATE {sqlstate}): {reason}")]
+    Rejected {
+        /// The five-character SQLSTATE.
+        sqlstate: String,
+        /// The store's message.
+        reason: String,
+    },
+    /// A message carries a sale under an order id that is stored for a different sale: an
+    /// integrity alarm, never taken for a redelivery.
+    #[error("order {order_id} is stored for a different sale: {reason}")]
+    Conflict {
+        /// The id both sales claim.
+        order_id: String,
+        /// Which field differs.
+        reason: String,
+    },
     /// Publishing a follow-up message failed.
     #[error("publishing a follow-up message failed")]
     Publish(#[from] seckill_mq::MqError),
 }
 
 impl OrderError {
-    /// True when retrying cannot help (the message or a stored value is invalid); false for
+    /// True when retrying cannot help (the message or a stored value is invalid, the store
+    /// refused the data, or the id belongs to another sale); false for
     /// failures of the store or the broker, which pass.
     pub fn is_permanent(&self) -> bool {
-        matches!(self, Self::Invalid(_) | Self::InvalidConfig { .. })
+        matches!(
+            self,
+            Self::Invalid(_)
+                | Self::InvalidConfig { .. }
+                | Self::Rejected { .. }
+                | Self::Conflict { .. }
+        )
     }
 }

@@ -65,7 +65,12 @@ pub fn describe_metrics() {
     describe_counter!(
         "seckill_order_dead_letters_total",
         Unit::Count,
-        "Sales the order consumer dead-lettered because they can never be stored."
+        "Sales the order consumer dead-lettered because they can never be stored, by reason (invalid, rejected by the store, conflict with another sale's id)."
+    );
+    describe_counter!(
+        "seckill_order_integrity_alarms_total",
+        Unit::Count,
+        "Sales that arrived under an order id stored for a different sale (dead-lettered, never acknowledged as duplicates)."
     );
     describe_counter!(
         "seckill_order_consumer_failures_total",

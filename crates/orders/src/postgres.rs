@@ -44,8 +44,19 @@ impl std::fmt::Debug for PgOrderStore {
     }
 }
 
+/// A store failure: permanent when PostgreSQL refused the data (SQLSTATE classes 22, 23, 42),
+/// transient otherwise (connection, pool, timeouts, serialization…).
 fn store_err(e: impl std::error::Error + Send + Sync + 'static) -> OrderError {
-    OrderError::Store(Box::new(e))
+    let boxed: Box<dyn std::error::Error + Send + Sync> = Box::new(e);
+    let refused = boxed
+        .downcast_ref::<tokio_postgres::Error>()
+        .and_then(|pg| pg.as_db_error())
+        .filter(|db| matches!(&db.code().code()[..2], "22" | "23" | "42"))
+        .map(|db| (db.code().code().to_owned(), db.message().to_owned()));
+    match refused {
+        Some((sqlstate, reason)) => OrderError::Rejected { sqlstate, reason },
+        None => OrderError::Store(boxed),
+    }
 }
 
 fn to_i64(v: u64, field: &'static str) -> Result<i64, OrderError> {
@@ -413,6 +424,74 @@ impl OrderStore for PgOrderStore {
 
     async fn get(&self, order_id: &str) -> Result<Option<Order>, OrderError> {
         self.timed(async { self.find(order_id).await }).await
+    }
+
+    async fn get_many(&self, order_ids: &[&str]) -> Result<Vec<Order>, OrderError> {
+        self.timed(async {
+            let client = self.client().await?;
+            let stmt = client
+                .prepare_cached("SELECT * FROM orders WHERE order_id = ANY($1)")
+                .await
+                .map_err(store_err)?;
+            let rows = client
+                .query(&stmt, &[&order_ids])
+                .await
+                .map_err(store_err)?;
+            rows.iter().map(order_from_row).collect()
+        })
+        .await
+    }
+
+    async fn now_ms(&self) -> Result<i64, OrderError> {
+        self.timed(async {
+            let client = self.client().await?;
+            let stmt = client
+                .prepare_cached("SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint")
+                .await
+                .map_err(store_err)?;
+            let row = client.query_one(&stmt, &[]).await.map_err(store_err)?;
+            Ok(row.get::<_, i64>(0))
+        })
+        .await
+    }
+
+    async fn live_orders(&self, product_id: u64, epoch: u64) -> Result<Vec<Order>, OrderError> {
+        self.timed(async {
+            let (product, epoch) = (to_i64(product_id, "product_id")?, to_i64(epoch, "epoch")?);
+            let client = self.client().await?;
+            let stmt = client
+                .prepare_cached(
+                    "SELECT * FROM orders
+                     WHERE product_id = $1 AND epoch = $2 AND status <> 'cancelled'",
+                )
+                .await
+                .map_err(store_err)?;
+            let rows = client
+                .query(&stmt, &[&product, &epoch])
+                .await
+                .map_err(store_err)?;
+            rows.iter().map(order_from_row).collect()
+        })
+        .await
+    }
+
+    async fn last_epoch(&self, product_id: u64) -> Result<Option<u64>, OrderError> {
+        self.timed(async {
+            let product = to_i64(product_id, "product_id")?;
+            let client = self.client().await?;
+            let stmt = client
+                .prepare_cached("SELECT max(epoch) FROM orders WHERE product_id = $1")
+                .await
+                .map_err(store_err)?;
+            let row = client
+                .query_one(&stmt, &[&product])
+                .await
+                .map_err(store_err)?;
+            Ok(row
+                .get::<_, Option<i64>>(0)
+                .and_then(|e| u64::try_from(e).ok()))
+        })
+        .await
     }
 
     async fn counts(&self, product_id: u64, epoch: u64) -> Result<OrderCounts, OrderError> {

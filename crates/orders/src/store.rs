@@ -133,6 +133,43 @@ pub trait OrderStore: Send + Sync + 'static {
     /// The store failed.
     async fn get(&self, order_id: &str) -> Result<Option<Order>, OrderError>;
 
+    /// Finds several orders by id: those that exist, in no particular order. The default
+    /// looks them up one at a time.
+    ///
+    /// # Errors
+    /// The store failed.
+    async fn get_many(&self, order_ids: &[&str]) -> Result<Vec<Order>, OrderError> {
+        let mut found = Vec::with_capacity(order_ids.len());
+        for id in order_ids {
+            found.extend(self.get(id).await?);
+        }
+        Ok(found)
+    }
+
+    /// The store's clock, in milliseconds since the Unix epoch. Payment deadlines are set
+    /// from it when an order is stored and checked against it by pay and the sweeper, so a
+    /// pipeline outage or another machine's clock never expires an order its buyer could not
+    /// see yet. The default is this process's clock (right for a store in this process).
+    ///
+    /// # Errors
+    /// The store failed.
+    async fn now_ms(&self) -> Result<i64, OrderError> {
+        Ok(crate::now_ms())
+    }
+
+    /// The live (awaiting payment or paid) orders of a product's epoch: what a restore of
+    /// that sale rebuilds its buyers and stock from.
+    ///
+    /// # Errors
+    /// The store failed.
+    async fn live_orders(&self, product_id: u64, epoch: u64) -> Result<Vec<Order>, OrderError>;
+
+    /// The most recent activity epoch that has orders of the product, if any.
+    ///
+    /// # Errors
+    /// The store failed.
+    async fn last_epoch(&self, product_id: u64) -> Result<Option<u64>, OrderError>;
+
     /// Counts of a product's orders in one activity epoch.
     ///
     /// # Errors
@@ -294,6 +331,29 @@ impl OrderStore for MemoryOrderStore {
 
     async fn get(&self, order_id: &str) -> Result<Option<Order>, OrderError> {
         Ok(self.state.read().get(order_id).cloned())
+    }
+
+    async fn live_orders(&self, product_id: u64, epoch: u64) -> Result<Vec<Order>, OrderError> {
+        let st = self.state.read();
+        Ok(st
+            .parts
+            .iter()
+            .flat_map(|p| p.values())
+            .filter(|o| {
+                o.product_id == product_id && o.epoch == epoch && o.status != OrderStatus::Cancelled
+            })
+            .cloned()
+            .collect())
+    }
+
+    async fn last_epoch(&self, product_id: u64) -> Result<Option<u64>, OrderError> {
+        let st = self.state.read();
+        Ok(st
+            .counts
+            .keys()
+            .filter(|(p, _)| *p == product_id)
+            .map(|(_, e)| *e)
+            .max())
     }
 
     async fn counts(&self, product_id: u64, epoch: u64) -> Result<OrderCounts, OrderError> {

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use seckill_inventory::{CancelOutcome, Inventory, OrderId};
 use seckill_mq::{Broker, Envelope, Message, StockChangeReason, StockChanged};
-use seckill_orders::{Backoff, Order, OrderStatus, OrderStore, Transition, now_ms};
+use seckill_orders::{Backoff, Order, OrderStatus, OrderStore, Transition};
 use tokio_util::sync::CancellationToken;
 
 /// Orders handled per sweep.
@@ -93,7 +93,8 @@ pub async fn sweep_once(
     orders: &dyn OrderStore,
     broker: &dyn Broker,
 ) -> Result<usize, seckill_orders::OrderError> {
-    let now = now_ms();
+    // The store's clock, on which the deadlines were set.
+    let now = orders.now_ms().await?;
     let due = orders.due(now, SWEEP_BATCH).await?;
     let mut returned = 0;
     for order in due {

@@ -1,7 +1,7 @@
 //! Reading, paying and cancelling orders.
 
 use seckill_inventory::OrderId;
-use seckill_orders::{Order, OrderStatus, Transition, now_ms};
+use seckill_orders::{Order, OrderStatus, Transition};
 
 use crate::error::{Missing, Refusal, ServiceError};
 use crate::lifecycle::return_stock;
@@ -57,9 +57,11 @@ impl Service {
         let s = &*self.0;
         let id = parse(order_id)?;
         caller.require_payment()?;
+        // The deadline was set on the store's clock; it is checked on the same one.
+        let now = s.orders.now_ms().await.map_err(|e| s.store_failed(&e))?;
         match s
             .orders
-            .pay(&id, now_ms())
+            .pay(&id, now)
             .await
             .map_err(|e| s.store_failed(&e))?
         {
@@ -84,9 +86,10 @@ impl Service {
         let s = &*self.0;
         let id = parse(order_id)?;
         s.visible_order(caller, &id).await?;
+        let now = s.orders.now_ms().await.map_err(|e| s.store_failed(&e))?;
         match s
             .orders
-            .cancel(&id, now_ms())
+            .cancel(&id, now)
             .await
             .map_err(|e| s.store_failed(&e))?
         {
