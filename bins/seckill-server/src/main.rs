@@ -204,6 +204,10 @@ async fn components(config: &Config) -> anyhow::Result<Components> {
                     r.host, r.port
                 )
             })?;
+        inventory
+            .check_durability()
+            .await
+            .context("checking that Redis persists the sales (redis.allow_volatile)")?;
         // Asynchronous results and used purchase tokens live beside the stock, so any
         // instance answers the poll and a token is used once across instances.
         components.results = Some(Arc::new(seckill_service::RedisResults::new(

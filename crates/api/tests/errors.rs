@@ -182,9 +182,25 @@ async fn size_and_content_type_are_checked() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn business_rejections_have_distinct_statuses_and_codes() {
     let s = Server::embedded().await;
-    assert_eq!(s.prewarm(activity(2004, 1)).await.0, 200);
-    assert_eq!(s.purchase(2004, 1).await.0, 200);
+    let mut two = activity(2004, 1);
+    two["per_user_limit"] = json!(2);
+    assert_eq!(s.prewarm(two).await.0, 200);
+    let (status, first) = s.purchase(2004, 1).await;
+    assert_eq!(status, 200);
+    // The buyer's purchase again (a resend, a retry) answers their order; another quantity
+    // is another purchase, refused.
     let (status, v) = s.purchase(2004, 1).await;
+    assert_eq!(
+        (status, &v["data"]["order_id"]),
+        (200, &first["data"]["order_id"]),
+        "{v}"
+    );
+    let (status, v) = s
+        .post(
+            "/api/v1/seckill/purchase",
+            json!({"product_id": 2004, "user_id": 1, "quantity": 2}),
+        )
+        .await;
     assert_eq!((status, code(&v)), (409, 40902), "already bought: {v}");
     let (status, v) = s.purchase(2004, 2).await;
     assert_eq!((status, code(&v)), (409, 40901), "sold out: {v}");

@@ -28,6 +28,11 @@ pub enum InventoryError {
     /// The backend did not answer in time.
     #[error("inventory backend timed out")]
     Timeout,
+    /// A purchase's call may or may not have run (it timed out or its connection was lost after
+    /// it was sent, or its replicas did not confirm it): the buyer must retry with the same
+    /// idempotency key or look the purchase up, never be told it failed.
+    #[error("the purchase's outcome is unknown: the inventory backend may have run it")]
+    OutcomeUnknown,
     /// The backend could not be reached or failed.
     #[error("inventory backend failed")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -40,6 +45,9 @@ impl InventoryError {
     /// True when the error is a fault of the backend (what a circuit breaker should count),
     /// false when it is the caller's input.
     pub fn is_backend_fault(&self) -> bool {
-        matches!(self, Self::Timeout | Self::Backend(_) | Self::Protocol(_))
+        matches!(
+            self,
+            Self::Timeout | Self::OutcomeUnknown | Self::Backend(_) | Self::Protocol(_)
+        )
     }
 }

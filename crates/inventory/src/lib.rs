@@ -68,7 +68,8 @@ pub use lock::{LockGuard, RedisLock};
 pub use memory::{DEFAULT_RECLAIM_AFTER, MemoryInventory};
 pub use model::{
     Activity, ActivityStatus, CancelOutcome, InventoryStats, MAX_NAME_CHARS, MAX_PER_USER_LIMIT,
-    MAX_STOCK, OrderId, OutboxEntry, PrewarmOutcome, PurchaseOutcome, PurchaseRequest, SaleRecord,
+    MAX_STOCK, OrderId, OutboxEntry, PrewarmOutcome, PurchaseOutcome, PurchaseRequest,
+    RecordedOrder, RecordedSale, SEQUENCE_NONCE_STEP, SaleRecord, sequence_base,
 };
 #[cfg(feature = "redis")]
 pub use redis::{RELAY_GROUP, RedisClient, RedisConfig, RedisInventory};

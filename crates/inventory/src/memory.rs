@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use crate::{
     Activity, ActivityStatus, CancelOutcome, Inventory, InventoryError, InventoryStats, OrderId,
-    OutboxEntry, PrewarmOutcome, PurchaseOutcome, PurchaseRequest, SaleRecord,
+    OutboxEntry, PrewarmOutcome, PurchaseOutcome, PurchaseRequest, RecordedSale, SaleRecord,
 };
 
 /// Buyer-set shards per product, as a power of two: a purchase locks only its user's shard, and a
@@ -54,10 +54,20 @@ pub struct MemoryInventory {
     reclaim_after: Duration,
 }
 
-#[derive(Default)]
 struct Counters {
     epoch: u64,
     seq: Arc<AtomicU64>,
+}
+
+impl Default for Counters {
+    /// A product this process has not seen: its order sequence starts at a fresh nonce, so a
+    /// restarted process never hands out the ids of its previous life.
+    fn default() -> Self {
+        Self {
+            epoch: 0,
+            seq: Arc::new(AtomicU64::new(crate::sequence_base(0))),
+        }
+    }
 }
 
 struct Buyer {
@@ -89,6 +99,8 @@ struct OrderLog {
     /// The product's last sequence number before this epoch.
     base: u64,
     chunks: Vec<Box<[OrderSlot]>>,
+    /// Orders carried over by a restore (their numbers precede `base`).
+    restored: HashMap<u64, OrderSlot>,
 }
 
 impl OrderLog {
@@ -97,6 +109,7 @@ impl OrderLog {
         Self {
             base,
             chunks: Vec::with_capacity(reserved as usize),
+            restored: HashMap::new(),
         }
     }
 
@@ -107,7 +120,9 @@ impl OrderLog {
     }
 
     fn get_mut(&mut self, seq: u64) -> Option<&mut OrderSlot> {
-        let (chunk, at) = self.position(seq)?;
+        let Some((chunk, at)) = self.position(seq) else {
+            return self.restored.get_mut(&seq);
+        };
         let slot = self.chunks.get_mut(chunk)?.get_mut(at)?;
         (slot.quantity > 0).then_some(slot)
     }
@@ -217,7 +232,20 @@ impl MemoryInventory {
                     },
                     remaining_stock: r.remaining_after,
                 },
-                _ => PurchaseOutcome::AlreadyBought,
+                // The buyer's order again (a resent or retried purchase), if it holds this
+                // quantity.
+                _ => match p.orders.lock().get_mut(b.seq) {
+                    Some(o) if !o.cancelled && o.quantity == req.quantity => {
+                        PurchaseOutcome::Success {
+                            order_id: OrderId {
+                                product_id: req.product_id,
+                                seq: b.seq,
+                            },
+                            remaining_stock: p.stock.load(Ordering::Acquire),
+                        }
+                    }
+                    _ => PurchaseOutcome::AlreadyBought,
+                },
             };
         }
         let qty = u64::from(req.quantity);
@@ -269,6 +297,29 @@ impl MemoryInventory {
         PurchaseOutcome::Success {
             order_id,
             remaining_stock: remaining,
+        }
+    }
+}
+
+impl Product {
+    /// A fresh sale of `activity` in `epoch`, numbering its orders after `seq` as it is now
+    /// (the caller holds the admin lock, which keeps any other prewarm of the product out).
+    fn new(activity: &Activity, epoch: u64, seq: &Arc<AtomicU64>) -> Self {
+        // Sized for the stock up front (each user buys at least one item), within a bound.
+        let per_shard = (activity.stock.min(PRESIZED_BUYERS) as usize).div_ceil(SHARDS);
+        Self {
+            activity: activity.clone(),
+            start_ms: activity.start_ms(),
+            end_ms: activity.end_ms(),
+            epoch,
+            stock: AtomicU64::new(activity.stock),
+            buyers: (0..SHARDS)
+                .map(|_| Mutex::new(HashMap::with_capacity(per_shard)))
+                .collect(),
+            buyer_count: AtomicU64::new(0),
+            orders: Mutex::new(OrderLog::new(seq.load(Ordering::Acquire), activity.stock)),
+            cancelled: AtomicU64::new(0),
+            seq: seq.clone(),
         }
     }
 }
@@ -328,27 +379,7 @@ impl Inventory for MemoryInventory {
         }
         let counters = admin.entry(activity.product_id).or_default();
         counters.epoch += 1;
-        // Sized for the stock up front (each user buys at least one item), within a bound.
-        let per_shard = (activity.stock.min(PRESIZED_BUYERS) as usize).div_ceil(SHARDS);
-        let product = Arc::new(Product {
-            activity: activity.clone(),
-            start_ms: activity.start_ms(),
-            end_ms: activity.end_ms(),
-            epoch: counters.epoch,
-            stock: AtomicU64::new(activity.stock),
-            buyers: (0..SHARDS)
-                .map(|_| Mutex::new(HashMap::with_capacity(per_shard)))
-                .collect(),
-            buyer_count: AtomicU64::new(0),
-            // Sequence numbers this epoch hands out follow the counter as it is now (the admin
-            // lock keeps any other prewarm of the product out).
-            orders: Mutex::new(OrderLog::new(
-                counters.seq.load(Ordering::Acquire),
-                activity.stock,
-            )),
-            cancelled: AtomicU64::new(0),
-            seq: counters.seq.clone(),
-        });
+        let product = Arc::new(Product::new(activity, counters.epoch, &counters.seq));
         let epoch = counters.epoch;
         self.products.rcu(|map| {
             let mut map = HashMap::clone(map);
@@ -359,6 +390,69 @@ impl Inventory for MemoryInventory {
             PrewarmOutcome::Replaced { epoch }
         } else {
             PrewarmOutcome::Created { epoch }
+        })
+    }
+
+    async fn restore(
+        &self,
+        activity: &Activity,
+        sale: &RecordedSale,
+    ) -> Result<PrewarmOutcome, InventoryError> {
+        activity.validate()?;
+        let mut admin = self.admin.lock();
+        if let Some(cur) = self.product(activity.product_id) {
+            return Ok(PrewarmOutcome::Unchanged { epoch: cur.epoch });
+        }
+        let counters = admin.entry(activity.product_id).or_default();
+        let epoch = sale.epoch.max(1);
+        counters.epoch = counters.epoch.max(epoch);
+        let after = sale
+            .orders
+            .iter()
+            .map(|o| o.order_id.seq)
+            .max()
+            .unwrap_or(0);
+        counters.seq.fetch_max(after, Ordering::AcqRel);
+        let sold: u64 = sale.orders.iter().map(|o| u64::from(o.quantity)).sum();
+        let remaining = activity.stock.saturating_sub(sold);
+        let product = Arc::new(Product::new(activity, epoch, &counters.seq));
+        product.stock.store(remaining, Ordering::Release);
+        {
+            let mut log = product.orders.lock();
+            for o in &sale.orders {
+                log.restored.insert(
+                    o.order_id.seq,
+                    OrderSlot {
+                        user_id: o.user_id,
+                        quantity: o.quantity,
+                        cancelled: false,
+                    },
+                );
+                let fresh = product
+                    .shard(o.user_id)
+                    .lock()
+                    .insert(
+                        o.user_id,
+                        Buyer {
+                            seq: o.order_id.seq,
+                            replay: None,
+                        },
+                    )
+                    .is_none();
+                if fresh {
+                    product.buyer_count.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        self.products.rcu(|map| {
+            let mut map = HashMap::clone(map);
+            map.insert(activity.product_id, product.clone());
+            map
+        });
+        Ok(PrewarmOutcome::Restored {
+            epoch,
+            orders: sale.orders.len() as u64,
+            remaining_stock: remaining,
         })
     }
 
@@ -528,6 +622,10 @@ mod tests {
         let sales = 2 * ORDER_CHUNK as u64 + 10;
         inv.prewarm(&activity(7, sales + 5), false).await.unwrap();
         let orders: Vec<OrderId> = (1..=sales).map(|u| buy(&inv, 7, u)).collect();
+        // The sequence starts at a nonce and is dense from there.
+        let first = orders[0].seq;
+        assert!(first > crate::SEQUENCE_NONCE_STEP && first % crate::SEQUENCE_NONCE_STEP == 1);
+        assert!(orders.windows(2).all(|w| w[1].seq == w[0].seq + 1));
         assert_eq!(inv.product(7).unwrap().orders.lock().chunks.len(), 3);
         // The last order of a chunk, the first of the next, and the newest.
         for i in [ORDER_CHUNK - 1, ORDER_CHUNK, sales as usize - 1] {
@@ -547,7 +645,7 @@ mod tests {
             (sales - 3, sales - 3, 3)
         );
         // Sequence numbers not handed out yet, and past the last chunk, are no orders.
-        for seq in [sales + 1, u64::MAX] {
+        for seq in [first - 1, first + sales, u64::MAX] {
             let missing = OrderId { product_id: 7, seq };
             assert_eq!(inv.cancel(missing).await.unwrap(), CancelOutcome::NotFound);
         }
@@ -561,7 +659,7 @@ mod tests {
             CancelOutcome::NotFound
         );
         let next = buy(&inv, 7, 1);
-        assert_eq!(next.seq, sales + 1);
+        assert_eq!(next.seq, first + sales);
         assert!(matches!(
             inv.cancel(next).await.unwrap(),
             CancelOutcome::Cancelled { .. }

@@ -234,6 +234,48 @@ pub enum PrewarmOutcome {
     },
     /// Refused: the loaded activity's sale has started and `force` was not given.
     SaleStarted,
+    /// The activity was loaded as the order store records its sale
+    /// ([`Inventory::restore`](crate::Inventory::restore)).
+    Restored {
+        /// The recorded epoch.
+        epoch: u64,
+        /// Live orders carried over (their buyers stay buyers, their items stay sold).
+        orders: u64,
+        /// Stock left after them.
+        remaining_stock: u64,
+    },
+}
+
+/// A sale as the order store records it, to load again into an inventory that forgot it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecordedSale {
+    /// The epoch the orders sold in; the restored activity carries it.
+    pub epoch: u64,
+    /// The live (not cancelled) orders of that epoch.
+    pub orders: Vec<RecordedOrder>,
+}
+
+/// One live order of a [`RecordedSale`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordedOrder {
+    /// Its id.
+    pub order_id: OrderId,
+    /// Its buyer.
+    pub user_id: u64,
+    /// Items it holds.
+    pub quantity: u32,
+}
+
+/// Order sequence numbers of a product's counter start at a nonce times this: a counter that
+/// starts afresh (a backend that forgot its state) gets a new nonce, so its ids never repeat
+/// the earlier ones. Nonces are below 9·10⁶, so every number stays below 2⁵³ (exact in Lua).
+pub const SEQUENCE_NONCE_STEP: u64 = 1_000_000_000;
+
+/// A start for a new order sequence: a random nonce (1,000,000..9,000,000) times
+/// [`SEQUENCE_NONCE_STEP`], and past `after` (the largest sequence number known elsewhere).
+pub fn sequence_base(after: u64) -> u64 {
+    let nonce = 1_000_000 + rand::random::<u64>() % 8_000_000;
+    (nonce * SEQUENCE_NONCE_STEP).max(after)
 }
 
 /// A sale handed from the inventory to the order pipeline.

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 
 use crate::{
     Activity, CancelOutcome, InventoryError, InventoryStats, OrderId, OutboxEntry, PrewarmOutcome,
-    PurchaseOutcome, PurchaseRequest,
+    PurchaseOutcome, PurchaseRequest, RecordedSale,
 };
 
 /// Atomic flash-sale stock.
@@ -32,6 +32,22 @@ pub trait Inventory: Send + Sync + 'static {
         &self,
         activity: &Activity,
         force: bool,
+    ) -> Result<PrewarmOutcome, InventoryError>;
+
+    /// Loads `activity` as `sale` records it, for a backend that forgot it (a restart without
+    /// persistence, a failover, a flush) while the order store kept its orders: the activity
+    /// carries `sale.epoch`, its stock is the activity's less the live orders' items, their
+    /// buyers stay buyers (and may cancel), and the order sequence continues past their ids.
+    /// With an activity loaded for the product already it changes nothing and answers
+    /// [`PrewarmOutcome::Unchanged`] with the loaded epoch. A sale with no orders loads the
+    /// activity afresh under `sale.epoch` (an epoch counter that forgot continues past it).
+    ///
+    /// # Errors
+    /// [`InventoryError::InvalidActivity`] for a bad field, or a backend failure.
+    async fn restore(
+        &self,
+        activity: &Activity,
+        sale: &RecordedSale,
     ) -> Result<PrewarmOutcome, InventoryError>;
 
     /// Attempts one purchase.

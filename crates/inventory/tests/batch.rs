@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use chrono::{Duration as Span, Utc};
 use seckill_inventory::{
-    Activity, ActivityStatus, Inventory, PurchaseOutcome, PurchaseRequest, RedisConfig,
-    RedisInventory,
+    Activity, ActivityStatus, Inventory, InventoryError, PurchaseOutcome, PurchaseRequest,
+    RedisConfig, RedisInventory,
 };
 use seckill_test_support::{PrivateRedis, unique};
 
@@ -63,25 +63,31 @@ async fn one_batch_answers_each_request_as_alone() {
     assert!(first.is_success());
     let batch = [
         buy(8001, 2, 1, None),        // a success
-        buy(8001, 1, 1, None),        // already bought (user 1 holds a sale)
+        buy(8001, 1, 1, None),        // user 1 holds a sale of 1: that order again
         buy(8001, 3, 1, None),        // two requests of the same buyer:
-        buy(8001, 3, 1, None),        //   exactly one wins
+        buy(8001, 3, 1, None),        //   one sale, both answered with it
         buy(8001, 1, 1, Some("k-1")), // an idempotent replay
         buy(8001, 1, 2, Some("k-1")), // the same key, another quantity
         buy(8001, 4, 1, None),        // the last item: one of these two wins,
         buy(8001, 5, 1, None),        //   the other hears sold out
         buy(8001, 6, 3, None),        // above the per-user limit
+        buy(8001, 1, 2, None),        // user 1 asks another quantity: already bought
     ];
     let out = inv.purchase_batch(8001, &batch).await.unwrap();
     assert_eq!(out.len(), batch.len());
     assert!(out[0].is_success(), "{out:?}");
-    assert_eq!(out[1], PurchaseOutcome::AlreadyBought);
+    let order = |o: &PurchaseOutcome| match o {
+        PurchaseOutcome::Success { order_id, .. } => *order_id,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(order(&out[1]), order(&first), "a resent purchase replays");
     assert!(out[2].is_success());
     assert_eq!(
-        out[3],
-        PurchaseOutcome::AlreadyBought,
-        "one of the same buyer's"
+        order(&out[3]),
+        order(&out[2]),
+        "one sale for the same buyer's two"
     );
+    assert_eq!(out[9], PurchaseOutcome::AlreadyBought);
     assert_eq!(out[4], first, "the replay answers the first sale");
     assert_eq!(out[5], PurchaseOutcome::KeyReused);
     // Stock 3: user 1 took one before, users 2 and 3 one each now — nothing left.
@@ -134,22 +140,26 @@ async fn concurrent_purchases_share_calls_and_keep_their_answers() {
             }));
         }
     }
-    let mut sold = std::collections::HashMap::new();
+    let mut sold: std::collections::HashMap<u64, std::collections::HashSet<_>> =
+        std::collections::HashMap::new();
     for t in tasks {
         let (user, o) = t.await.unwrap();
-        if o.is_success() {
-            *sold.entry(user).or_insert(0) += 1;
+        if let PurchaseOutcome::Success { order_id, .. } = o {
+            sold.entry(user).or_default().insert(order_id);
         }
     }
     assert_eq!(sold.len(), 300, "exactly the stock");
-    assert!(sold.values().all(|&n| n == 1), "never one buyer twice");
+    assert!(
+        sold.values().all(|ids| ids.len() == 1),
+        "never one buyer twice: a buyer's second try answers the same order"
+    );
     let st = inv.stats(8003).await.unwrap().unwrap();
     assert_eq!((st.sold, st.remaining_stock, st.buyers), (300, 0, 300));
     inv.purge().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_batch_call_fails_each_member_as_a_backend_fault() {
+async fn a_stopped_redis_answers_outcome_unknown_and_the_retry_finds_the_sale() {
     let redis = PrivateRedis::start(&[]).await;
     let inv = Arc::new(
         RedisInventory::connect(RedisConfig {
@@ -170,11 +180,35 @@ async fn a_failed_batch_call_fails_each_member_as_a_backend_fault() {
     }
     for t in tasks {
         match t.await.unwrap() {
-            Err(e) => assert!(e.is_backend_fault(), "{e}"),
-            Ok(o) => panic!("a stopped Redis answered {o:?}"),
+            // Sent and timed out: it may run once Redis resumes — "unknown", never "failed".
+            Err(e @ InventoryError::OutcomeUnknown) => assert!(e.is_backend_fault(), "{e}"),
+            other => panic!("a stopped Redis answered {other:?}"),
         }
     }
     redis.signal("CONT");
+    // The calls ran when Redis resumed: each buyer's retry finds their order, and the books
+    // hold each sale once.
+    let mut ids = std::collections::HashSet::new();
+    for user in 1..=20u64 {
+        let retried = seckill_test_support::eventually(
+            Duration::from_secs(10),
+            Duration::from_millis(20),
+            "a retry after Redis resumed",
+            || {
+                let inv = inv.clone();
+                async move { inv.purchase(&buy(8004, user, 1, None)).await.ok() }
+            },
+        )
+        .await;
+        let PurchaseOutcome::Success { order_id, .. } = retried else {
+            panic!("{retried:?}")
+        };
+        assert_eq!(inv.purchase_of(8004, user).await.unwrap(), Some(order_id));
+        ids.insert(order_id);
+    }
+    assert_eq!(ids.len(), 20);
+    let st = inv.stats(8004).await.unwrap().unwrap();
+    assert_eq!((st.sold, st.buyers, st.outbox_pending), (20, 20, 20));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{Duration as Span, Utc};
 use seckill_inventory::{
     Activity, ActivityStatus, CancelOutcome, Inventory, InventoryError, MemoryInventory, OrderId,
-    PrewarmOutcome, PurchaseOutcome, PurchaseRequest,
+    PrewarmOutcome, PurchaseOutcome, PurchaseRequest, RecordedOrder, RecordedSale,
 };
 
 fn activity(product_id: u64, stock: u64) -> Activity {
@@ -67,20 +67,21 @@ async fn purchase_outcomes_follow_the_script(inv: Arc<dyn Inventory>) {
     };
     assert_eq!(remaining_stock, 1);
     assert_eq!(order_id.product_id, 1001);
+    // The buyer's purchase again (resent, retried): their order, not a second sale.
     assert_eq!(
         inv.purchase(&buy(1001, 1, 1)).await.unwrap(),
-        PurchaseOutcome::AlreadyBought
+        PurchaseOutcome::Success {
+            order_id,
+            remaining_stock: 1
+        }
     );
     assert!(inv.purchase(&buy(1001, 2, 1)).await.unwrap().is_success());
     assert_eq!(
         inv.purchase(&buy(1001, 3, 1)).await.unwrap(),
         PurchaseOutcome::SoldOut { remaining_stock: 0 }
     );
-    // A repeat buyer of a sold-out product hears "already bought", not "sold out".
-    assert_eq!(
-        inv.purchase(&buy(1001, 2, 1)).await.unwrap(),
-        PurchaseOutcome::AlreadyBought
-    );
+    // A repeat buyer of a sold-out product gets their order, not "sold out".
+    assert!(inv.purchase(&buy(1001, 2, 1)).await.unwrap().is_success());
     assert_eq!(
         inv.purchase(&buy(4242, 1, 1)).await.unwrap(),
         PurchaseOutcome::UnknownProduct
@@ -241,7 +242,9 @@ async fn invalid_activities_change_nothing(inv: Arc<dyn Inventory>) {
 
 async fn idempotency_keys_return_the_first_answer(inv: Arc<dyn Inventory>) {
     let inv = &*inv;
-    prewarm(inv, &activity(1010, 5)).await;
+    let mut two = activity(1010, 5);
+    two.per_user_limit = 2;
+    prewarm(inv, &two).await;
     let req = PurchaseRequest {
         idempotency_key: Some("retry-abc".into()),
         ..buy(1010, 5, 1)
@@ -249,12 +252,19 @@ async fn idempotency_keys_return_the_first_answer(inv: Arc<dyn Inventory>) {
     let first = inv.purchase(&req).await.unwrap();
     assert!(first.is_success());
     assert_eq!(inv.purchase(&req).await.unwrap(), first);
+    // Another key of the same buyer: their order again, never a second sale; another
+    // quantity is a different purchase, already made.
     let other_key = PurchaseRequest {
         idempotency_key: Some("another".into()),
         ..buy(1010, 5, 1)
     };
+    assert!(inv.purchase(&other_key).await.unwrap().is_success());
+    let other_quantity = PurchaseRequest {
+        idempotency_key: Some("third".into()),
+        ..buy(1010, 5, 2)
+    };
     assert_eq!(
-        inv.purchase(&other_key).await.unwrap(),
+        inv.purchase(&other_quantity).await.unwrap(),
         PurchaseOutcome::AlreadyBought
     );
     let st = inv.stats(1010).await.unwrap().unwrap();
@@ -397,10 +407,11 @@ async fn concurrent_buyers_never_oversell(inv: Arc<dyn Inventory>) {
             won
         }));
     }
-    let mut wins = Vec::new();
+    let mut wins = HashSet::new();
     for t in tasks {
         wins.extend(t.await.unwrap());
     }
+    // A buyer's later attempts answer their order again: one order per winner.
     assert_eq!(wins.len(), 100, "exactly the stock is sold");
     let users: HashSet<u64> = wins.iter().map(|w| w.0).collect();
     assert_eq!(users.len(), 100, "no user buys twice");
@@ -424,6 +435,78 @@ async fn concurrent_buyers_never_oversell(inv: Arc<dyn Inventory>) {
     assert_eq!(outbox.len(), 100);
     assert_eq!(orders.len(), 100, "distinct order ids");
     assert_eq!(orders, wins.iter().map(|w| w.1).collect::<HashSet<_>>());
+}
+
+/// A backend that holds nothing of product 1020 (it forgot it) gets the sale the order store
+/// recorded: its epoch, its buyers and the stock they left.
+async fn a_restore_continues_the_recorded_sale(inv: Arc<dyn Inventory>) {
+    let inv = &*inv;
+    let a = activity(1020, 10);
+    let id = |seq| OrderId {
+        product_id: 1020,
+        seq,
+    };
+    let recorded = RecordedSale {
+        epoch: 4,
+        orders: vec![
+            RecordedOrder {
+                order_id: id(5),
+                user_id: 1,
+                quantity: 1,
+            },
+            RecordedOrder {
+                order_id: id(7),
+                user_id: 2,
+                quantity: 1,
+            },
+        ],
+    };
+    let mut bad = a.clone();
+    bad.stock = u64::MAX;
+    assert!(matches!(
+        inv.restore(&bad, &recorded).await,
+        Err(InventoryError::InvalidActivity { field: "stock", .. })
+    ));
+    assert_eq!(
+        inv.restore(&a, &recorded).await.unwrap(),
+        PrewarmOutcome::Restored {
+            epoch: 4,
+            orders: 2,
+            remaining_stock: 8
+        }
+    );
+    assert_eq!(inv.purchase_of(1020, 1).await.unwrap(), Some(id(5)));
+    assert!(matches!(
+        inv.purchase(&buy(1020, 2, 1)).await.unwrap(),
+        PurchaseOutcome::Success { order_id, remaining_stock: 8 } if order_id == id(7)
+    ));
+    let new = sell(inv, 1020, 3).await;
+    assert!(new.seq > 7, "the sequence continues past the recorded ids");
+    let st = inv.stats(1020).await.unwrap().unwrap();
+    assert_eq!((st.epoch, st.remaining_stock, st.buyers), (4, 7, 3));
+    assert!(matches!(
+        inv.cancel(id(7)).await.unwrap(),
+        CancelOutcome::Cancelled {
+            quantity: 1,
+            remaining_stock: 8
+        }
+    ));
+    // Loaded now: a restore or the same prewarm changes nothing.
+    assert_eq!(
+        inv.restore(&a, &recorded).await.unwrap(),
+        PrewarmOutcome::Unchanged { epoch: 4 }
+    );
+    assert_eq!(
+        inv.prewarm(&a, false).await.unwrap(),
+        PrewarmOutcome::Unchanged { epoch: 4 }
+    );
+    // A later activity continues the epochs.
+    let mut next = a.clone();
+    next.product_name = "next".into();
+    assert_eq!(
+        inv.prewarm(&next, true).await.unwrap(),
+        PrewarmOutcome::Replaced { epoch: 5 }
+    );
 }
 
 /// A backend under test, and what to clean up after it.
@@ -499,6 +582,7 @@ macro_rules! contract {
             case!(cancel_returns_stock_and_buyer_once);
             case!(outbox_holds_each_sale_until_acknowledged);
             case!(concurrent_buyers_never_oversell);
+            case!(a_restore_continues_the_recorded_sale);
         }
     };
 }

@@ -227,10 +227,14 @@ async fn sold_out_answers_are_local_and_exact_and_expire() {
         a.purchase(&buy(3)).await.unwrap(),
         PurchaseOutcome::SoldOut { remaining_stock: 0 }
     );
-    // From the copy: the order of checks is the script's.
+    // A buyer asks Redis, which holds their order (a replay); the copy answers the rest in
+    // the script's order of checks.
     assert_eq!(
         a.purchase(&buy(1)).await.unwrap(),
-        PurchaseOutcome::AlreadyBought
+        PurchaseOutcome::Success {
+            order_id,
+            remaining_stock: 0
+        }
     );
     assert_eq!(
         a.purchase(&PurchaseRequest {

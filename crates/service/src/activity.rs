@@ -1,7 +1,9 @@
 //! Prewarm input and the product views.
 
 use chrono::{DateTime, Utc};
-use seckill_inventory::{Activity, ActivityStatus, InventoryError, PrewarmOutcome};
+use seckill_inventory::{
+    Activity, ActivityStatus, InventoryError, OrderId, PrewarmOutcome, RecordedOrder, RecordedSale,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Missing, Refusal, ServiceError};
@@ -101,10 +103,17 @@ pub struct Prewarmed {
     pub product_id: u64,
     /// The activity's epoch: a forced re-prewarm starts a new one.
     pub epoch: u64,
-    /// `created`, `unchanged` or `replaced`.
+    /// `created`, `unchanged`, `replaced`, or `restored` (the inventory had forgotten the
+    /// activity and it was loaded again from the orders stored for it).
     pub result: &'static str,
-    /// Items on sale.
+    /// Items of the activity.
     pub stock: u64,
+    /// For `restored`: the live orders carried over (their buyers stay buyers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restored_orders: Option<u64>,
+    /// For `restored`: the items left on sale after them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remaining_stock: Option<u64>,
 }
 
 /// One product's sale. The ledger `initial_stock = remaining_stock + live orders + in_transit`
@@ -174,15 +183,26 @@ impl Service {
         let s = &*self.0;
         self.authorize_admin(caller, "prewarm")?;
         let activity = input.validate()?;
-        let outcome = s
-            .inventory
-            .prewarm(&activity, input.force)
-            .await
-            .map_err(|e| s.backend("prewarm", &e))?;
+        let outcome = match s.recorded_sale(&activity).await? {
+            Some(sale) => s.inventory.restore(&activity, &sale).await,
+            None => s.inventory.prewarm(&activity, input.force).await,
+        }
+        .map_err(|e| s.backend("prewarm", &e))?;
+        let (mut restored_orders, mut remaining_stock) = (None, None);
         let (epoch, result) = match outcome {
             PrewarmOutcome::Created { epoch } => (epoch, "created"),
             PrewarmOutcome::Unchanged { epoch } => (epoch, "unchanged"),
             PrewarmOutcome::Replaced { epoch } => (epoch, "replaced"),
+            PrewarmOutcome::Restored {
+                epoch,
+                orders,
+                remaining_stock: left,
+            } => {
+                metrics::counter!("seckill_activity_restores_total").increment(1);
+                restored_orders = Some(orders);
+                remaining_stock = Some(left);
+                (epoch, "restored")
+            }
             PrewarmOutcome::SaleStarted => {
                 return Err(ServiceError::Refused(Refusal::SaleStarted));
             }
@@ -199,6 +219,8 @@ impl Service {
             epoch,
             result,
             stock: activity.stock,
+            restored_orders,
+            remaining_stock,
         })
     }
 
@@ -279,5 +301,68 @@ impl Service {
             purchased: order.is_some(),
             order_id: order.map(|o| o.to_string()),
         })
+    }
+}
+
+impl crate::Inner {
+    /// The sale the order store records for a product the inventory holds no activity of (it
+    /// forgot it: a restart without persistence, a failover, a flush), to restore instead of
+    /// starting over; `None` when the inventory holds one, or no orders were ever stored.
+    ///
+    /// The last epoch's live orders are this activity's sale when all of them sold inside its
+    /// window at its price: they are restored (their buyers stay buyers, their items stay
+    /// sold). Otherwise the activity is a new one after an earlier sale and starts afresh at
+    /// the next epoch, so epochs — and what they bind, such as purchase tokens — never repeat.
+    pub(crate) async fn recorded_sale(
+        &self,
+        activity: &Activity,
+    ) -> Result<Option<RecordedSale>, ServiceError> {
+        let p = activity.product_id;
+        if self
+            .inventory
+            .activity(p)
+            .await
+            .map_err(|e| self.backend("prewarm", &e))?
+            .is_some()
+        {
+            return Ok(None);
+        }
+        let stored = |e: seckill_orders::OrderError| self.backend("reading the order store", &e);
+        let Some(epoch) = self.orders.last_epoch(p).await.map_err(stored)? else {
+            return Ok(None);
+        };
+        let live = self.orders.live_orders(p, epoch).await.map_err(stored)?;
+        let (start, end) = (activity.start_ms(), activity.end_ms());
+        let ours = !live.is_empty()
+            && live.iter().all(|o| {
+                (start..end).contains(&o.sold_at_ms) && o.price_cents == activity.price_cents
+            });
+        if !ours {
+            return Ok(Some(RecordedSale {
+                epoch: epoch + 1,
+                orders: Vec::new(),
+            }));
+        }
+        let orders = live
+            .iter()
+            .filter_map(|o| match o.order_id.parse::<OrderId>() {
+                Ok(order_id) => Some(RecordedOrder {
+                    order_id,
+                    user_id: o.user_id,
+                    quantity: o.quantity,
+                }),
+                Err(_) => {
+                    tracing::error!(order_id = %o.order_id, "a stored order id cannot be restored");
+                    None
+                }
+            })
+            .collect();
+        tracing::warn!(
+            product_id = p,
+            epoch,
+            orders = live.len(),
+            "the inventory had forgotten the activity: restoring its sale from the order store"
+        );
+        Ok(Some(RecordedSale { epoch, orders }))
     }
 }

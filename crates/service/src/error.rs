@@ -56,6 +56,9 @@ pub mod codes {
     pub const QUEUE_FULL: i32 = 50302;
     /// A backend is unavailable (circuit open or failing).
     pub const BACKEND_UNAVAILABLE: i32 = 50303;
+    /// The purchase may have happened (the inventory timed out or lost the connection after
+    /// it was sent): retry with the same Idempotency-Key, or look it up.
+    pub const OUTCOME_UNKNOWN: i32 = 50304;
 }
 
 /// Which limit refused a purchase.
@@ -87,8 +90,11 @@ pub enum BusyReason {
     Degraded,
     /// The request queue is full, or the wait timed out.
     QueueFull,
-    /// A backend is unavailable: the breaker is open or the call failed.
+    /// A backend is unavailable: the breaker is open or the call failed. Nothing happened.
     BackendUnavailable,
+    /// The inventory may have run the purchase; a retry with the same idempotency key (or
+    /// by the same buyer) answers the sale if it happened.
+    OutcomeUnknown,
 }
 
 /// What was not found.
@@ -256,6 +262,7 @@ impl ServiceError {
                 BusyReason::Degraded => codes::DEGRADED,
                 BusyReason::QueueFull => codes::QUEUE_FULL,
                 BusyReason::BackendUnavailable => codes::BACKEND_UNAVAILABLE,
+                BusyReason::OutcomeUnknown => codes::OUTCOME_UNKNOWN,
             },
             Self::NotFound(m) => match m {
                 Missing::Product => codes::UNKNOWN_PRODUCT,

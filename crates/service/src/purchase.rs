@@ -299,6 +299,9 @@ impl Service {
     }
 }
 
+/// The answer to a purchase whose outcome is unknown.
+const OUTCOME_UNKNOWN: &str = "outcome unknown: the purchase may have happened; retry with the same Idempotency-Key or look it up";
+
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
@@ -449,6 +452,19 @@ impl Inner {
                     call.failure();
                 } else {
                     call.record(seckill_flowcontrol::CallOutcome::Ignored);
+                }
+                if matches!(e, seckill_inventory::InventoryError::OutcomeUnknown) {
+                    tracing::warn!(
+                        product_id = req.product_id,
+                        user_id = req.user_id,
+                        "purchase outcome unknown: the inventory may have run it"
+                    );
+                    self.stats.count(Outcome::OutcomeUnknown);
+                    return Err(ServiceError::Busy {
+                        reason: BusyReason::OutcomeUnknown,
+                        message: OUTCOME_UNKNOWN.into(),
+                        retry_after: Some(std::time::Duration::from_secs(1)),
+                    });
                 }
                 tracing::error!(error = %e, product_id = req.product_id, "purchase failed in the inventory backend");
                 self.stats.count(Outcome::BackendUnavailable);

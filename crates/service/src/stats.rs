@@ -30,10 +30,13 @@ pub enum Outcome {
     BackendUnavailable,
     /// Accepted for asynchronous processing.
     Accepted,
+    /// The inventory may have run the purchase (a timeout or a lost connection after it was
+    /// sent, or replicas that did not confirm it).
+    OutcomeUnknown,
 }
 
 impl Outcome {
-    const ALL: [Outcome; 11] = [
+    const ALL: [Outcome; 12] = [
         Outcome::Success,
         Outcome::SoldOut,
         Outcome::AlreadyBought,
@@ -45,6 +48,7 @@ impl Outcome {
         Outcome::QueueFull,
         Outcome::BackendUnavailable,
         Outcome::Accepted,
+        Outcome::OutcomeUnknown,
     ];
 
     /// The metric label.
@@ -61,14 +65,15 @@ impl Outcome {
             Self::QueueFull => "queue_full",
             Self::BackendUnavailable => "backend_unavailable",
             Self::Accepted => "accepted",
+            Self::OutcomeUnknown => "outcome_unknown",
         }
     }
 }
 
 /// Purchase counters. Handles to the metrics are taken once, so counting costs two atomic adds.
 pub struct Stats {
-    counts: [AtomicU64; 11],
-    metrics: [metrics::Counter; 11],
+    counts: [AtomicU64; 12],
+    metrics: [metrics::Counter; 12],
 }
 
 impl Default for Stats {

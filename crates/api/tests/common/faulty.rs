@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use seckill_inventory::{
     Activity, CancelOutcome, Inventory, InventoryError, InventoryStats, MemoryInventory, OrderId,
-    OutboxEntry, PrewarmOutcome, PurchaseOutcome, PurchaseRequest,
+    OutboxEntry, PrewarmOutcome, PurchaseOutcome, PurchaseRequest, RecordedSale,
 };
 use seckill_service::Components;
 
@@ -27,6 +27,13 @@ pub struct Faulty {
 impl Inventory for Faulty {
     async fn prewarm(&self, a: &Activity, force: bool) -> Result<PrewarmOutcome, InventoryError> {
         self.inner.prewarm(a, force).await
+    }
+    async fn restore(
+        &self,
+        a: &Activity,
+        sale: &RecordedSale,
+    ) -> Result<PrewarmOutcome, InventoryError> {
+        self.inner.restore(a, sale).await
     }
     async fn purchase(&self, r: &PurchaseRequest) -> Result<PurchaseOutcome, InventoryError> {
         self.calls.fetch_add(1, Ordering::SeqCst);

@@ -129,6 +129,7 @@ async fn drive(inner: Arc<Inner>, product_id: u64, lane: Arc<Lane>) {
 fn share(e: &InventoryError) -> InventoryError {
     match e {
         InventoryError::Timeout => InventoryError::Timeout,
+        InventoryError::OutcomeUnknown => InventoryError::OutcomeUnknown,
         InventoryError::Protocol(s) => InventoryError::Protocol(s.clone()),
         other => {
             let mut message = other.to_string();
@@ -141,6 +142,33 @@ fn share(e: &InventoryError) -> InventoryError {
             InventoryError::Backend(message.into())
         }
     }
+}
+
+/// A failed purchase call: when the call may have run — it timed out, or its connection was
+/// lost or reset after it was sent — the outcome is unknown; an error the server answered
+/// means the function did not run its writes.
+fn ambiguous(e: fred::error::Error) -> InventoryError {
+    use fred::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::Timeout | ErrorKind::IO | ErrorKind::Canceled => InventoryError::OutcomeUnknown,
+        _ => super::client::backend(e),
+    }
+}
+
+/// Waits for `wait_replicas` replicas to confirm the call just made on `conn`; when fewer do
+/// within the command timeout, its sales may be lost in a failover: their outcome is unknown.
+async fn confirm(inner: &Inner, conn: &fred::clients::Client) -> Result<(), InventoryError> {
+    use fred::interfaces::ServerInterface;
+    let want = i64::from(inner.config.wait_replicas);
+    // Half the command timeout, so the server answers before the client gives up on it.
+    let timeout = i64::try_from(inner.config.command_timeout.as_millis() / 2)
+        .unwrap_or(i64::MAX)
+        .max(1);
+    let acked: i64 = conn.wait(want, timeout).await.map_err(ambiguous)?;
+    if acked < want {
+        return Err(InventoryError::OutcomeUnknown);
+    }
+    Ok(())
 }
 
 /// Sends one batch and reads one outcome per request, in order.
@@ -157,9 +185,11 @@ pub(crate) async fn call(
         args.push(Value::Integer(i64::from(r.quantity)));
         args.push(r.idempotency_key.clone().unwrap_or_default().into());
     }
+    let conn = inner.client.next();
     let reply: Vec<i64> = inner
         .client
-        .fcall(
+        .fcall_on(
+            conn,
             functions::op::purchase,
             vec![
                 k.activity.clone(),
@@ -172,7 +202,8 @@ pub(crate) async fn call(
             ],
             args,
         )
-        .await?;
+        .await
+        .map_err(ambiguous)?;
     if reply.len() != 3 * requests.len() {
         return Err(InventoryError::Protocol(format!(
             "purchase of {} requests replied {} values",
@@ -217,6 +248,10 @@ pub(crate) async fn call(
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let sold = reply.chunks(3).any(|r| r[0] == 1);
+    if sold && inner.config.wait_replicas > 0 {
+        confirm(inner, conn).await?;
+    }
     if sold_out && !inner.config.sold_out_cache.is_zero() {
         // The cache is an optimisation: failing to fill it changes no answer.
         let _ = inner.remember_sold_out(product_id).await;

@@ -90,22 +90,54 @@ impl RedisClient {
         keys: Vec<Key>,
         args: Vec<fred::types::Value>,
     ) -> Result<R, InventoryError> {
+        self.fcall_on(self.next(), function, keys, args)
+            .await
+            .map_err(backend)
+    }
+
+    /// [`fcall`](Self::fcall) on one connection of the pool (to `WAIT` on it afterwards),
+    /// with the client's own error.
+    pub(crate) async fn fcall_on<R: FromValue>(
+        &self,
+        conn: &fred::clients::Client,
+        function: super::functions::Function,
+        keys: Vec<Key>,
+        args: Vec<fred::types::Value>,
+    ) -> Result<R, fred::error::Error> {
         use fred::interfaces::FunctionInterface;
         const ATTEMPTS: usize = 5;
         let mut attempt = 1;
         loop {
-            match self
-                .next()
+            match conn
                 .fcall::<R, _, _, _>(function.name(), keys.clone(), args.clone())
                 .await
             {
                 Err(e) if attempt < ATTEMPTS && super::functions::is_missing(e.details()) => {
                     attempt += 1;
-                    self.load_functions().await?;
+                    conn.function_load::<String, _>(true, super::functions::SOURCE.as_str())
+                        .await?;
                 }
-                other => return other.map_err(backend),
+                other => return other,
             }
         }
+    }
+
+    /// What the server persists: `(aof, rdb)` — `appendonly yes`, and a non-empty `save`
+    /// schedule.
+    ///
+    /// # Errors
+    /// Backend failures, or a server that refuses `CONFIG GET`.
+    pub async fn persistence(&self) -> Result<(bool, bool), InventoryError> {
+        use fred::interfaces::ConfigInterface;
+        let conn = self.next();
+        let aof: std::collections::HashMap<String, String> =
+            conn.config_get("appendonly").await.map_err(backend)?;
+        let save: std::collections::HashMap<String, String> =
+            conn.config_get("save").await.map_err(backend)?;
+        Ok((
+            aof.get("appendonly").is_some_and(|v| v == "yes"),
+            save.get("save").is_some_and(|v| !v.trim().is_empty()),
+        ))
     }
 
     pub(crate) fn next(&self) -> &fred::clients::Client {

@@ -59,6 +59,15 @@ pub struct RedisConfig {
     /// How often an idle relay polls the outboxes (default 10 ms).
     #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub poll_interval: Duration,
+    /// Accept a Redis that persists nothing (neither AOF nor RDB snapshots), whose restart
+    /// forgets every sale (default false: [`RedisInventory::check_durability`](crate::RedisInventory::check_durability)
+    /// refuses it). For tests and benchmarks.
+    pub allow_volatile: bool,
+    /// Replicas that must confirm each purchase call (`WAIT`) before its sales are answered
+    /// as sold (default 0: none). A call they do not confirm within `command_timeout` is
+    /// answered [`InventoryError::OutcomeUnknown`], so a failover cannot forget a sale that
+    /// was answered as sold.
+    pub wait_replicas: u32,
 }
 
 impl Default for RedisConfig {
@@ -76,6 +85,8 @@ impl Default for RedisConfig {
             key_grace: Duration::from_secs(24 * 3600),
             sold_out_cache: Duration::from_millis(500),
             poll_interval: Duration::from_millis(10),
+            allow_volatile: false,
+            wait_replicas: 0,
         }
     }
 }
@@ -101,6 +112,9 @@ impl RedisConfig {
         }
         if self.command_timeout.is_zero() {
             return invalid("command_timeout", "must be longer than 0s");
+        }
+        if self.wait_replicas > 16 {
+            return invalid("wait_replicas", "must be at most 16");
         }
         if self.key_prefix.is_empty() || self.key_prefix.contains(['{', '}']) {
             return invalid("key_prefix", "must be non-empty and free of braces");
@@ -138,6 +152,8 @@ impl fmt::Debug for RedisConfig {
             .field("key_grace", &self.key_grace)
             .field("sold_out_cache", &self.sold_out_cache)
             .field("poll_interval", &self.poll_interval)
+            .field("allow_volatile", &self.allow_volatile)
+            .field("wait_replicas", &self.wait_replicas)
             .finish()
     }
 }

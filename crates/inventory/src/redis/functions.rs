@@ -44,6 +44,7 @@ macro_rules! functions {
 functions! {
     purchase => "purchase.lua",
     prewarm => "prewarm.lua",
+    restore => "restore.lua",
     cancel => "cancel.lua",
     stats => "stats.lua",
     outbox_claim => "outbox_claim.lua",

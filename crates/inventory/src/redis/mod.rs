@@ -22,7 +22,7 @@ pub use config::RedisConfig;
 
 use crate::{
     Activity, ActivityStatus, CancelOutcome, Inventory, InventoryError, InventoryStats, OrderId,
-    OutboxEntry, PrewarmOutcome, PurchaseOutcome, PurchaseRequest,
+    OutboxEntry, PrewarmOutcome, PurchaseOutcome, PurchaseRequest, RecordedSale,
 };
 use client::backend;
 
@@ -64,9 +64,9 @@ struct SoldOut {
 /// |---|---|---|
 /// | `P:{X}:activity` | hash | the activity, `stock`, `cancelled`, `epoch`, `exp` |
 /// | `P:{X}:buyers` | hash | user → order seq, this epoch (and `_`, which carries the expiry) |
-/// | `P:{X}:orders` | hash | seq → `user\|qty\|epoch\|state`, this epoch |
-/// | `P:{X}:idem` | hash | `user:key` → `seq\|remaining\|qty`, this epoch |
-/// | `P:{X}:seq` | string | order sequence, never reset |
+/// | `P:{X}:orders` | hash | seq → `user\|qty` (`x`-prefixed once cancelled), this epoch |
+/// | `P:{X}:idem` | hash | `user:key` → `seq\|remaining\|qty`, every epoch |
+/// | `P:{X}:seq` | string | order sequence, never reset; starts at a fresh nonce × 10⁹ |
 /// | `P:{X}:epoch` | string | activity epoch counter, never reset |
 /// | `P:{X}:outbox` | stream | sales not yet delivered to the broker, one entry per batch |
 /// | `P:{X}:outbox_n` | string | sales in the outbox |
@@ -173,6 +173,41 @@ impl RedisInventory {
         batch::call(&self.inner, product_id, &refs).await
     }
 
+    /// Refuses a Redis that persists nothing (neither AOF nor RDB snapshots) unless the
+    /// configuration's `allow_volatile` is set: its restart would forget every sale not yet
+    /// stored as an order, and the stock and buyers of every sale.
+    ///
+    /// # Errors
+    /// [`InventoryError::InvalidConfig`] for `allow_volatile`, saying what the server persists
+    /// and how to fix it; backend failures (a server that refuses `CONFIG GET` is refused too:
+    /// its persistence cannot be known).
+    pub async fn check_durability(&self) -> Result<(), InventoryError> {
+        let c = &self.inner.config;
+        if c.allow_volatile {
+            return Ok(());
+        }
+        let (aof, rdb) = self.inner.client.persistence().await.map_err(|e| {
+            InventoryError::InvalidConfig {
+                key: "allow_volatile",
+                reason: format!(
+                    "cannot read the persistence of Redis at {}:{} ({e}); set redis.allow_volatile: true if it persists",
+                    c.host, c.port
+                ),
+            }
+        })?;
+        if aof || rdb {
+            return Ok(());
+        }
+        Err(InventoryError::InvalidConfig {
+            key: "allow_volatile",
+            reason: format!(
+                "Redis at {}:{} persists nothing (appendonly no, save \"\"): a restart would forget every sale; \
+                 enable AOF (appendonly yes, appendfsync everysec) or RDB snapshots, or set redis.allow_volatile: true to accept that",
+                c.host, c.port
+            ),
+        })
+    }
+
     /// The configuration in force.
     pub fn config(&self) -> &RedisConfig {
         &self.inner.config
@@ -277,11 +312,8 @@ impl Inner {
             return Some(PurchaseOutcome::InvalidQuantity { max: so.limit });
         }
         if so.buyers.contains(&req.user_id) {
-            // A retry with an idempotency key wants its first answer, which only Redis has.
-            return req
-                .idempotency_key
-                .is_none()
-                .then_some(PurchaseOutcome::AlreadyBought);
+            // A buyer's retry wants its order back (a replay), which only Redis has.
+            return None;
         }
         Some(PurchaseOutcome::SoldOut { remaining_stock: 0 })
     }
@@ -330,6 +362,26 @@ impl Inner {
         result
     }
 
+    /// After a prewarm or a restore: the product is in the relay's set and nothing cached of
+    /// its earlier state stays.
+    async fn loaded(&self, product_id: u64) -> Result<(), InventoryError> {
+        self.forget_sold_out(product_id);
+        self.client
+            .next()
+            .sadd::<(), _, _>(self.products_key.clone(), product_id.to_string())
+            .await
+            .map_err(backend)?;
+        self.known.lock().0 = None;
+        Ok(())
+    }
+
+    /// When the activity's keys expire: a grace period after its end.
+    fn expire_at(&self, a: &Activity) -> i64 {
+        a.end_ms().saturating_add(
+            i64::try_from(self.config.key_grace.as_millis()).unwrap_or(i64::MAX / 2),
+        )
+    }
+
     fn forget_sold_out(&self, product_id: u64) {
         self.sold_out.write().remove(&product_id);
     }
@@ -357,9 +409,7 @@ impl Inventory for RedisInventory {
     ) -> Result<PrewarmOutcome, InventoryError> {
         activity.validate()?;
         let k = self.inner.keys(activity.product_id);
-        let expire_at = activity.end_ms().saturating_add(
-            i64::try_from(self.inner.config.key_grace.as_millis()).unwrap_or(i64::MAX / 2),
-        );
+        let expire_at = self.inner.expire_at(activity);
         let reply: Vec<i64> = self
             .inner
             .client
@@ -372,6 +422,7 @@ impl Inventory for RedisInventory {
                     k.idem.clone(),
                     k.epoch.clone(),
                     k.outbox.clone(),
+                    k.seq.clone(),
                 ],
                 vec![
                     Inner::fingerprint(activity).into(),
@@ -385,6 +436,7 @@ impl Inventory for RedisInventory {
                     if force { "1" } else { "0" }.into(),
                     expire_at.to_string().into(),
                     RELAY_GROUP.into(),
+                    crate::sequence_base(0).to_string().into(),
                 ],
             )
             .await?;
@@ -406,18 +458,81 @@ impl Inventory for RedisInventory {
             }
         };
         if !matches!(outcome, PrewarmOutcome::SaleStarted) {
-            self.inner.forget_sold_out(activity.product_id);
-            self.inner
-                .client
-                .next()
-                .sadd::<(), _, _>(
-                    self.inner.products_key.clone(),
-                    activity.product_id.to_string(),
-                )
-                .await
-                .map_err(backend)?;
-            self.inner.known.lock().0 = None;
+            self.inner.loaded(activity.product_id).await?;
         }
+        Ok(outcome)
+    }
+
+    async fn restore(
+        &self,
+        activity: &Activity,
+        sale: &RecordedSale,
+    ) -> Result<PrewarmOutcome, InventoryError> {
+        activity.validate()?;
+        let k = self.inner.keys(activity.product_id);
+        let expire_at = self.inner.expire_at(activity);
+        let after = sale
+            .orders
+            .iter()
+            .map(|o| o.order_id.seq)
+            .max()
+            .unwrap_or(0);
+        let mut args: Vec<Value> = vec![
+            Inner::fingerprint(activity).into(),
+            activity.product_name.clone().into(),
+            activity.price_cents.to_string().into(),
+            activity.stock.to_string().into(),
+            activity.start_ms().to_string().into(),
+            activity.end_ms().to_string().into(),
+            activity.status.as_str().into(),
+            activity.per_user_limit.to_string().into(),
+            expire_at.to_string().into(),
+            RELAY_GROUP.into(),
+            sale.epoch.max(1).to_string().into(),
+            crate::sequence_base(after).to_string().into(),
+        ];
+        for o in &sale.orders {
+            args.push(o.order_id.seq.to_string().into());
+            args.push(o.user_id.to_string().into());
+            args.push(o.quantity.to_string().into());
+        }
+        let reply: Vec<i64> = self
+            .inner
+            .client
+            .fcall(
+                functions::op::restore,
+                vec![
+                    k.activity.clone(),
+                    k.buyers.clone(),
+                    k.orders.clone(),
+                    k.idem.clone(),
+                    k.epoch.clone(),
+                    k.outbox.clone(),
+                    k.seq.clone(),
+                ],
+                args,
+            )
+            .await?;
+        let at = |i: usize| {
+            reply
+                .get(i)
+                .and_then(|e| u64::try_from(*e).ok())
+                .unwrap_or(0)
+        };
+        let outcome = match reply.first() {
+            Some(0) => PrewarmOutcome::Unchanged { epoch: at(1) },
+            Some(3) => PrewarmOutcome::Restored {
+                epoch: at(1),
+                orders: sale.orders.len() as u64,
+                remaining_stock: at(2),
+            },
+            _ => {
+                return Err(InventoryError::Protocol(format!(
+                    "restore replied {reply:?}"
+                )));
+            }
+        };
+        self.inner.loaded(activity.product_id).await?;
         Ok(outcome)
     }
 
