@@ -13,6 +13,10 @@ pub enum MqError {
     /// The broker refused a message (a negative publisher confirm).
     #[error("broker refused the message")]
     Nacked,
+    /// The broker returned a mandatory message: no queue is bound for it (a queue deleted or
+    /// never declared). Nothing was delivered; publish it again once the topology is back.
+    #[error("broker returned the message: no queue is bound for {0}")]
+    Unroutable(String),
     /// The broker did not answer in time.
     #[error("broker timed out")]
     Timeout,

@@ -170,3 +170,54 @@ async fn connect_refuses_invalid_settings() {
         "{err:?}"
     );
 }
+
+/// Deletes a queue behind the broker's back, as an operator (or a lost node) would.
+async fn delete_queue(name: &str) {
+    let conn = lapin::Connection::connect(
+        "amqp://guest:guest@127.0.0.1:5672/%2f",
+        lapin::ConnectionProperties::default(),
+    )
+    .await
+    .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.queue_delete(name.into(), lapin::options::QueueDeleteOptions::default())
+        .await
+        .unwrap();
+    let _ = conn.close(0, "done".into()).await;
+}
+
+#[tokio::test]
+async fn a_sale_with_no_queue_to_take_it_is_a_failure_and_the_queue_comes_back() {
+    let broker = RabbitBroker::connect(settings(&[(Topic::OrderCreated, "orders")]))
+        .await
+        .unwrap();
+    delete_queue(&broker.queue_name(Topic::OrderCreated, "orders")).await;
+    // Published mandatory: returned unroutable, so the caller (the relay) keeps the sale.
+    let err = broker.publish(&order(1, 1)).await.unwrap_err();
+    assert!(
+        matches!(&err, seckill_mq::MqError::Unroutable(key) if key == Topic::OrderCreated.name()),
+        "{err:?}"
+    );
+    // The failure put the topology back: the retry is delivered.
+    broker.publish(&order(1, 1)).await.unwrap();
+    let mut sub = broker
+        .subscribe(Topic::OrderCreated, "orders")
+        .await
+        .unwrap();
+    let got = drain(&mut sub, 1).await;
+    assert_eq!(got[0].id, "oc-1-1");
+    // Topics no group consumes are not mandatory: follow-ups nobody reads are not failures.
+    broker
+        .publish(&Envelope::new(
+            "pr-1-1",
+            Message::PurchaseResult(seckill_mq::PurchaseResult {
+                product_id: 1,
+                user_id: 1,
+                order_id: Some("1-1".into()),
+                status: "success".into(),
+            }),
+        ))
+        .await
+        .unwrap();
+    broker.delete_topology().await.unwrap();
+}

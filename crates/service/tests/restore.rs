@@ -17,7 +17,12 @@ use seckill_test_support::{PrivateRedis, eventually, unique};
 const P: u64 = 7301;
 
 fn peer(user: u64) -> Option<IpAddr> {
-    Some(IpAddr::from([10, 7, (user / 250) as u8, (user % 250) as u8 + 1]))
+    Some(IpAddr::from([
+        10,
+        7,
+        (user / 250) as u8,
+        (user % 250) as u8 + 1,
+    ]))
 }
 
 async fn buy(service: &Service, user: u64) -> Result<Option<String>, ServiceError> {
@@ -79,7 +84,13 @@ async fn the_same_prewarm_after_redis_forgot_restores_the_sale_from_the_order_st
         let st = service.product_stats(P).await.ok()?;
         (st.orders_created == 30).then_some(())
     };
-    eventually(Duration::from_secs(30), Duration::from_millis(20), "30 orders stored", stored).await;
+    eventually(
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+        "30 orders stored",
+        stored,
+    )
+    .await;
 
     // Redis restarts without persistence: the activity, its buyers and its counter are gone.
     redis.restart().await;
@@ -88,18 +99,30 @@ async fn the_same_prewarm_after_redis_forgot_restores_the_sale_from_the_order_st
         Duration::from_millis(50),
         "Redis forgot the sale",
         || async {
-            matches!(service.product_stats(P).await, Err(ServiceError::NotFound(_))).then_some(())
+            matches!(
+                service.product_stats(P).await,
+                Err(ServiceError::NotFound(_))
+            )
+            .then_some(())
         },
     )
     .await;
     let again = service.prewarm(&operator, activity()).await.unwrap();
     assert_eq!(
-        (again.result, again.epoch, again.restored_orders, again.remaining_stock),
+        (
+            again.result,
+            again.epoch,
+            again.restored_orders,
+            again.remaining_stock
+        ),
         ("restored", first.epoch, Some(30), Some(20))
     );
     // Earlier buyers get their own order again, never a second sale.
     for (&user, id) in &orders {
-        assert_eq!(buy(&service, user).await.unwrap().as_deref(), Some(id.as_str()));
+        assert_eq!(
+            buy(&service, user).await.unwrap().as_deref(),
+            Some(id.as_str())
+        );
     }
     let mut more = 0;
     for user in 31..=100 {
@@ -118,5 +141,8 @@ async fn the_same_prewarm_after_redis_forgot_restores_the_sale_from_the_order_st
         assert_eq!(o.user_id, user, "{id} is its buyer's order");
     }
     let st = service.product_stats(P).await.unwrap();
-    assert_eq!((st.remaining_stock, st.buyers, st.orders_created), (0, 50, 50));
+    assert_eq!(
+        (st.remaining_stock, st.buyers, st.orders_created),
+        (0, 50, 50)
+    );
 }

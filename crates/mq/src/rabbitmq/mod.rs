@@ -112,12 +112,8 @@ impl RabbitBroker {
                 last_failure: Mutex::new(None),
             }),
         };
-        let conn = broker.conn().await?;
-        for (topic, group) in broker.inner.settings.groups.clone() {
-            broker
-                .bounded(broker.declare_queue(&conn, topic, &group))
-                .await?;
-        }
+        // Connecting declares the whole topology (and so does every reconnect).
+        broker.conn().await?;
         Ok(broker)
     }
 
@@ -195,8 +191,33 @@ impl RabbitBroker {
             connection,
             publish,
         });
+        // A new connection re-declares the whole topology: RabbitMQ may have lost it (a node
+        // replaced, a queue deleted) while this broker was away.
+        self.bounded(self.declare_groups(&conn))
+            .await
+            .inspect_err(|_| *self.inner.last_failure.lock() = Some(std::time::Instant::now()))?;
         *slot = Some(conn.clone());
         Ok(conn)
+    }
+
+    /// Declares the queues of [`RabbitSettings::groups`]; idempotent.
+    async fn declare_groups(&self, conn: &Conn) -> Result<(), MqError> {
+        for (topic, group) in &self.inner.settings.groups {
+            self.declare_queue(conn, *topic, group).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether messages routed with `key` must reach a queue: the topics of the declared
+    /// groups (the sales and what their consumers need), and direct publishes to a queue.
+    fn mandatory(&self, exchange: &str, key: &str) -> bool {
+        exchange.is_empty()
+            || self
+                .inner
+                .settings
+                .groups
+                .iter()
+                .any(|(t, _)| t.name() == key)
     }
 
     /// Runs a broker operation with the settings' timeout: a peer that stops answering fails
@@ -291,29 +312,52 @@ impl RabbitBroker {
             .bounded(async {
                 let mut confirms = Vec::with_capacity(messages.len());
                 for (exchange, key, payload, props) in messages {
-                    confirms.push(
+                    let options = BasicPublishOptions {
+                        mandatory: self.mandatory(exchange, key),
+                        ..BasicPublishOptions::default()
+                    };
+                    confirms.push((
+                        key,
                         conn.publish
                             .basic_publish(
                                 short(exchange),
                                 short(key),
-                                BasicPublishOptions::default(),
+                                options,
                                 payload,
                                 props.clone(),
                             )
                             .await
                             .map_err(backend)?,
-                    );
+                    ));
                 }
-                for c in confirms {
-                    if c.await.map_err(backend)?.is_nack() {
+                let mut unroutable = None;
+                for (key, c) in confirms {
+                    let confirmation = c.await.map_err(backend)?;
+                    if confirmation.is_nack() {
                         return Err(MqError::Nacked);
                     }
+                    // Acknowledged but returned: no queue took it.
+                    if confirmation.take_message().is_some() {
+                        unroutable = Some(key.clone());
+                    }
                 }
-                Ok(())
+                match unroutable {
+                    Some(key) => Err(MqError::Unroutable(key)),
+                    None => Ok(()),
+                }
             })
             .await;
-        if matches!(result, Err(MqError::Backend(_) | MqError::Timeout)) {
-            self.invalidate(&conn).await;
+        match &result {
+            Err(MqError::Backend(_) | MqError::Timeout) => self.invalidate(&conn).await,
+            Err(MqError::Unroutable(key)) => {
+                // Put the topology back so the caller's retry is delivered.
+                tracing::warn!(routing_key = %key, "rabbitmq: a message was returned unroutable; re-declaring the queues");
+                if let Err(e) = self.bounded(self.declare_groups(&conn)).await {
+                    tracing::warn!(error = %e, "rabbitmq: re-declaring the queues failed");
+                    self.invalidate(&conn).await;
+                }
+            }
+            _ => {}
         }
         result
     }
