@@ -1,14 +1,15 @@
--- Restore: loads an activity as the order store records its sale, when Redis forgot it. Never
--- overwrites: with an activity loaded for the product it changes nothing.
+-- Restore: loads an activity as the order store records its sale, when Redis forgot it. It
+-- overwrites nothing (with an activity loaded it changes nothing) unless repair is set: then the
+-- loaded stock and buyers are rebuilt from the record (the reconciler's repair).
 -- KEYS[1] activity hash, KEYS[2] buyers, KEYS[3] orders, KEYS[4] idempotency,
 -- KEYS[5] epoch counter, KEYS[6] outbox stream, KEYS[7] order sequence
 -- ARGV[1] fingerprint, ARGV[2] name, ARGV[3] price cents, ARGV[4] stock, ARGV[5] start ms,
 -- ARGV[6] end ms, ARGV[7] status, ARGV[8] per-user limit, ARGV[9] expire-at ms,
 -- ARGV[10] outbox consumer group, ARGV[11] epoch, ARGV[12] order sequence base,
--- then three per recorded live order: seq, user, quantity
+-- ARGV[13] repair "1"/"0", then three per recorded live order: seq, user, quantity
 -- Returns {0, epoch} when an activity was loaded already; {3, epoch, remaining} restored.
 local cur = redis.call('HGET', KEYS[1], 'epoch')
-if cur then return {0, tonumber(cur)} end
+if cur and ARGV[13] ~= '1' then return {0, tonumber(cur)} end
 local epoch = tonumber(ARGV[11])
 local counter = tonumber(redis.call('GET', KEYS[5]) or '0')
 if counter < epoch then redis.call('SET', KEYS[5], string.format('%d', epoch)) end
@@ -22,7 +23,7 @@ local function flush()
   end
   buyers, orders, n = {}, {}, 0
 end
-for i = 13, #ARGV, 3 do
+for i = 14, #ARGV, 3 do
   local seq, user, qty = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   stock = stock - tonumber(qty)
   buyers[n + 1], buyers[n + 2] = user, seq

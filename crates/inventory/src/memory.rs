@@ -412,7 +412,9 @@ impl Inventory for MemoryInventory {
             .map(|o| o.order_id.seq)
             .max()
             .unwrap_or(0);
-        counters.seq.fetch_max(after, Ordering::AcqRel);
+        counters
+            .seq
+            .fetch_max(crate::sequence_base(after), Ordering::AcqRel);
         let sold: u64 = sale.orders.iter().map(|o| u64::from(o.quantity)).sum();
         let remaining = activity.stock.saturating_sub(sold);
         let product = Arc::new(Product::new(activity, epoch, &counters.seq));

@@ -268,14 +268,21 @@ pub struct RecordedOrder {
 
 /// Order sequence numbers of a product's counter start at a nonce times this: a counter that
 /// starts afresh (a backend that forgot its state) gets a new nonce, so its ids never repeat
-/// the earlier ones. Nonces are below 9·10⁶, so every number stays below 2⁵³ (exact in Lua).
+/// the earlier ones. Nonces stay below 9·10⁶, so every number stays below 2⁵³ (exact in Lua).
 pub const SEQUENCE_NONCE_STEP: u64 = 1_000_000_000;
 
-/// A start for a new order sequence: a random nonce (1,000,000..9,000,000) times
-/// [`SEQUENCE_NONCE_STEP`], and past `after` (the largest sequence number known elsewhere).
+/// A start for a new order sequence: a random nonce (1,000,000..5,000,000) times
+/// [`SEQUENCE_NONCE_STEP`] — and, when `after` (the largest sequence number known elsewhere) is
+/// given, a nonce past its own, so no number of its sequence (a cancelled order's included) can
+/// come again.
 pub fn sequence_base(after: u64) -> u64 {
-    let nonce = 1_000_000 + rand::random::<u64>() % 8_000_000;
-    (nonce * SEQUENCE_NONCE_STEP).max(after)
+    let random = 1_000_000 + rand::random::<u64>() % 4_000_000;
+    let nonce = if after == 0 {
+        random
+    } else {
+        random.max(after / SEQUENCE_NONCE_STEP + 1)
+    };
+    nonce * SEQUENCE_NONCE_STEP
 }
 
 /// A sale handed from the inventory to the order pipeline.

@@ -208,6 +208,96 @@ impl RedisInventory {
         })
     }
 
+    /// Rebuilds a loaded activity's stock and buyers from `sale` (the order store's record of
+    /// its current epoch): the reconciler's repair. Only safe while nothing is in transit (no
+    /// sale in the outbox or on its way to the order store): a sale not in `sale` is forgotten.
+    /// Answers [`PrewarmOutcome::Restored`].
+    ///
+    /// # Errors
+    /// [`InventoryError::InvalidActivity`] for a bad field, or a backend failure.
+    pub async fn repair(
+        &self,
+        activity: &Activity,
+        sale: &RecordedSale,
+    ) -> Result<PrewarmOutcome, InventoryError> {
+        self.load_recorded(activity, sale, true).await
+    }
+
+    async fn load_recorded(
+        &self,
+        activity: &Activity,
+        sale: &RecordedSale,
+        repair: bool,
+    ) -> Result<PrewarmOutcome, InventoryError> {
+        activity.validate()?;
+        let k = self.inner.keys(activity.product_id);
+        let expire_at = self.inner.expire_at(activity);
+        let after = sale
+            .orders
+            .iter()
+            .map(|o| o.order_id.seq)
+            .max()
+            .unwrap_or(0);
+        let mut args: Vec<Value> = vec![
+            Inner::fingerprint(activity).into(),
+            activity.product_name.clone().into(),
+            activity.price_cents.to_string().into(),
+            activity.stock.to_string().into(),
+            activity.start_ms().to_string().into(),
+            activity.end_ms().to_string().into(),
+            activity.status.as_str().into(),
+            activity.per_user_limit.to_string().into(),
+            expire_at.to_string().into(),
+            RELAY_GROUP.into(),
+            sale.epoch.max(1).to_string().into(),
+            crate::sequence_base(after).to_string().into(),
+            if repair { "1" } else { "0" }.into(),
+        ];
+        for o in &sale.orders {
+            args.push(o.order_id.seq.to_string().into());
+            args.push(o.user_id.to_string().into());
+            args.push(o.quantity.to_string().into());
+        }
+        let reply: Vec<i64> = self
+            .inner
+            .client
+            .fcall(
+                functions::op::restore,
+                vec![
+                    k.activity.clone(),
+                    k.buyers.clone(),
+                    k.orders.clone(),
+                    k.idem.clone(),
+                    k.epoch.clone(),
+                    k.outbox.clone(),
+                    k.seq.clone(),
+                ],
+                args,
+            )
+            .await?;
+        let at = |i: usize| {
+            reply
+                .get(i)
+                .and_then(|e| u64::try_from(*e).ok())
+                .unwrap_or(0)
+        };
+        let outcome = match reply.first() {
+            Some(0) => PrewarmOutcome::Unchanged { epoch: at(1) },
+            Some(3) => PrewarmOutcome::Restored {
+                epoch: at(1),
+                orders: sale.orders.len() as u64,
+                remaining_stock: at(2),
+            },
+            _ => {
+                return Err(InventoryError::Protocol(format!(
+                    "restore replied {reply:?}"
+                )));
+            }
+        };
+        self.inner.loaded(activity.product_id).await?;
+        Ok(outcome)
+    }
+
     /// The configuration in force.
     pub fn config(&self) -> &RedisConfig {
         &self.inner.config
@@ -468,72 +558,7 @@ impl Inventory for RedisInventory {
         activity: &Activity,
         sale: &RecordedSale,
     ) -> Result<PrewarmOutcome, InventoryError> {
-        activity.validate()?;
-        let k = self.inner.keys(activity.product_id);
-        let expire_at = self.inner.expire_at(activity);
-        let after = sale
-            .orders
-            .iter()
-            .map(|o| o.order_id.seq)
-            .max()
-            .unwrap_or(0);
-        let mut args: Vec<Value> = vec![
-            Inner::fingerprint(activity).into(),
-            activity.product_name.clone().into(),
-            activity.price_cents.to_string().into(),
-            activity.stock.to_string().into(),
-            activity.start_ms().to_string().into(),
-            activity.end_ms().to_string().into(),
-            activity.status.as_str().into(),
-            activity.per_user_limit.to_string().into(),
-            expire_at.to_string().into(),
-            RELAY_GROUP.into(),
-            sale.epoch.max(1).to_string().into(),
-            crate::sequence_base(after).to_string().into(),
-        ];
-        for o in &sale.orders {
-            args.push(o.order_id.seq.to_string().into());
-            args.push(o.user_id.to_string().into());
-            args.push(o.quantity.to_string().into());
-        }
-        let reply: Vec<i64> = self
-            .inner
-            .client
-            .fcall(
-                functions::op::restore,
-                vec![
-                    k.activity.clone(),
-                    k.buyers.clone(),
-                    k.orders.clone(),
-                    k.idem.clone(),
-                    k.epoch.clone(),
-                    k.outbox.clone(),
-                    k.seq.clone(),
-                ],
-                args,
-            )
-            .await?;
-        let at = |i: usize| {
-            reply
-                .get(i)
-                .and_then(|e| u64::try_from(*e).ok())
-                .unwrap_or(0)
-        };
-        let outcome = match reply.first() {
-            Some(0) => PrewarmOutcome::Unchanged { epoch: at(1) },
-            Some(3) => PrewarmOutcome::Restored {
-                epoch: at(1),
-                orders: sale.orders.len() as u64,
-                remaining_stock: at(2),
-            },
-            _ => {
-                return Err(InventoryError::Protocol(format!(
-                    "restore replied {reply:?}"
-                )));
-            }
-        };
-        self.inner.loaded(activity.product_id).await?;
-        Ok(outcome)
+        self.load_recorded(activity, sale, false).await
     }
 
     async fn purchase(&self, request: &PurchaseRequest) -> Result<PurchaseOutcome, InventoryError> {
