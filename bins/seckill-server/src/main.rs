@@ -37,13 +37,21 @@ enum Command {
         roles: Vec<String>,
         ttl: std::time::Duration,
     },
+    /// Compare Redis with the order store (and repair Redis from it).
+    Reconcile { products: Vec<u64>, repair: bool },
 }
 
 fn parse_args() -> Result<(Command, FileChoice), String> {
     let mut args = std::env::args().skip(1).peekable();
     let mut named = std::env::var_os("SECKILL_CONFIG").map(Into::into);
     let mut command = Command::Serve;
-    if args.peek().map(String::as_str) == Some("token") {
+    if args.peek().map(String::as_str) == Some("reconcile") {
+        args.next();
+        command = Command::Reconcile {
+            products: Vec::new(),
+            repair: false,
+        };
+    } else if args.peek().map(String::as_str) == Some("token") {
         args.next();
         command = Command::Token {
             subject: String::new(),
@@ -76,13 +84,32 @@ fn parse_args() -> Result<(Command, FileChoice), String> {
                 _ => {}
             }
         }
+        if let Command::Reconcile { products, repair } = &mut command {
+            match arg.as_str() {
+                "--product" => {
+                    let p = value("--product")?;
+                    products.push(
+                        p.parse()
+                            .ok()
+                            .filter(|&p: &u64| p > 0)
+                            .ok_or(format!("--product: {p:?} is not a product id"))?,
+                    );
+                    continue;
+                }
+                "--repair" => {
+                    *repair = true;
+                    continue;
+                }
+                _ => {}
+            }
+        }
         if arg == "--config" {
             named = Some(args.next().ok_or("--config needs a file path")?.into());
         } else if let Some(path) = arg.strip_prefix("--config=") {
             named = Some(path.into());
         } else if arg == "--help" || arg == "-h" {
             println!(
-                "usage: seckill-server [--config FILE]\n       seckill-server token --sub SUBJECT [--role ROLE]... [--ttl 1h] [--config FILE]\n\nconfiguration: {} when present, then SECKILL_<SECTION>__<KEY> environment variables",
+                "usage: seckill-server [--config FILE]\n       seckill-server token --sub SUBJECT [--role ROLE]... [--ttl 1h] [--config FILE]\n       seckill-server reconcile --product ID... [--repair] [--config FILE]\n\nconfiguration: {} when present, then SECKILL_<SECTION>__<KEY> environment variables",
                 config::DEFAULT_FILE
             );
             std::process::exit(0);
@@ -93,6 +120,11 @@ fn parse_args() -> Result<(Command, FileChoice), String> {
     if let Command::Token { subject, .. } = &command {
         if subject.is_empty() {
             return Err("token needs --sub SUBJECT".into());
+        }
+    }
+    if let Command::Reconcile { products, .. } = &command {
+        if products.is_empty() {
+            return Err("reconcile needs --product ID".into());
         }
     }
     Ok((
@@ -139,6 +171,17 @@ async fn main() -> ExitCode {
         };
     }
     telemetry::init_logging(&config.telemetry);
+    if let Command::Reconcile { products, repair } = command {
+        return match reconcile(&config, &products, repair).await {
+            Ok(true) => ExitCode::SUCCESS,
+            // Drift found and left as it is.
+            Ok(false) => ExitCode::from(2),
+            Err(e) => {
+                tracing::error!("seckill-server reconcile failed: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match run(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -189,6 +232,29 @@ async fn run(config: Config) -> anyhow::Result<()> {
     broker.close().await;
     tracing::info!("seckill-server stopped");
     Ok(())
+}
+
+/// `seckill-server reconcile`: one JSON line per product; true when every product's books
+/// agree (or were repaired).
+async fn reconcile(config: &Config, products: &[u64], repair: bool) -> anyhow::Result<bool> {
+    anyhow::ensure!(
+        config.inventory.backend == InventoryBackend::Redis
+            && config.orders.store == seckill_orders::OrderStoreKind::Postgres,
+        "reconcile compares Redis with PostgreSQL: it needs inventory.backend: redis and orders.store: postgres"
+    );
+    let inventory = seckill_inventory::RedisInventory::connect(config.redis.clone())
+        .await
+        .context("connecting to Redis")?;
+    let orders = seckill_orders::PgOrderStore::connect(&config.orders)
+        .await
+        .context("connecting to PostgreSQL")?;
+    let mut agree = true;
+    for &p in products {
+        let drift = seckill_service::reconcile(&inventory, &orders, p, repair).await?;
+        println!("{}", serde_json::to_string(&drift)?);
+        agree &= drift.repaired || (drift.unaccounted_items == 0 && drift.unaccounted_buyers == 0);
+    }
+    Ok(agree)
 }
 
 /// Builds the backends the configuration names; embedded (in-process) for the rest.

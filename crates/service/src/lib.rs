@@ -69,6 +69,8 @@ mod lifecycle;
 mod orders;
 mod pipeline;
 mod purchase;
+#[cfg(feature = "redis")]
+mod reconcile;
 mod results;
 mod settings;
 mod stats;
@@ -96,6 +98,8 @@ pub use pipeline::{
     PURCHASE_WORKERS_GROUP, Pipeline, consumer_groups, order_created, purchase_requested,
 };
 pub use purchase::{Accepted, Purchase, PurchaseInput, Sale};
+#[cfg(feature = "redis")]
+pub use reconcile::{Drift, ReconcileError, reconcile};
 #[cfg(feature = "redis")]
 pub use results::RedisResults;
 pub use results::{
