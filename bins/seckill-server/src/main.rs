@@ -257,9 +257,43 @@ async fn reconcile(config: &Config, products: &[u64], repair: bool) -> anyhow::R
     Ok(agree)
 }
 
+/// Compares every product Redis holds with the order store once a minute, for the
+/// `seckill_inventory_unaccounted_items` gauge (and its alert); never repairs.
+async fn reconcile_in_background(
+    inventory: Arc<seckill_inventory::RedisInventory>,
+    store: Arc<seckill_orders::PgOrderStore>,
+) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+    loop {
+        every.tick().await;
+        let products = match inventory.products().await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "reconciler: listing the products failed");
+                continue;
+            }
+        };
+        for p in products {
+            match seckill_service::reconcile(&inventory, &*store, p, false).await {
+                Ok(d) if d.unaccounted_items != 0 => {
+                    tracing::info!(
+                        product_id = p,
+                        unaccounted_items = d.unaccounted_items,
+                        outbox_pending = d.outbox_pending,
+                        "reconciler: Redis and the order store differ"
+                    )
+                }
+                Ok(_) | Err(seckill_service::ReconcileError::UnknownProduct(_)) => {}
+                Err(e) => tracing::warn!(product_id = p, error = %e, "reconciler failed"),
+            }
+        }
+    }
+}
+
 /// Builds the backends the configuration names; embedded (in-process) for the rest.
 async fn components(config: &Config) -> anyhow::Result<Components> {
     let mut components = Components::embedded();
+    let mut redis = None;
     if config.inventory.backend == InventoryBackend::Redis {
         let r = &config.redis;
         let inventory = seckill_inventory::RedisInventory::connect(r.clone())
@@ -285,7 +319,9 @@ async fn components(config: &Config) -> anyhow::Result<Components> {
             inventory.client().clone(),
             &r.key_prefix,
         )));
-        components.inventory = Arc::new(inventory);
+        let inventory = Arc::new(inventory);
+        redis = Some(inventory.clone());
+        components.inventory = inventory;
     }
     let mut pg = None;
     if config.orders.store == seckill_orders::OrderStoreKind::Postgres {
@@ -295,6 +331,9 @@ async fn components(config: &Config) -> anyhow::Result<Components> {
         let store = Arc::new(store);
         components.orders = store.clone();
         pg = Some(store);
+    }
+    if let (Some(inventory), Some(store)) = (&redis, &pg) {
+        tokio::spawn(reconcile_in_background(inventory.clone(), store.clone()));
     }
     match config.mq.backend {
         MqBackend::Memory => {}

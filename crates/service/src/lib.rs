@@ -131,6 +131,16 @@ pub fn describe_metrics() {
         "Purchases refused by a rate limit, by level (global, user, ip)."
     );
     describe_gauge!(
+        "seckill_inventory_unaccounted_items",
+        Unit::Count,
+        "Items Redis counts as sold that neither the order store nor the outbox holds, by product (the reconciler's drift; positive while sales are in transit)."
+    );
+    describe_counter!(
+        "seckill_activity_restores_total",
+        Unit::Count,
+        "Prewarms that restored a forgotten activity from the order store."
+    );
+    describe_gauge!(
         "seckill_circuit_breaker_state",
         "State of the circuit breaker around the inventory: 0 closed, 1 half-open, 2 open."
     );

@@ -298,6 +298,14 @@ impl RedisInventory {
         Ok(outcome)
     }
 
+    /// The products whose sales this Redis holds (those prewarmed, until their sale ended).
+    ///
+    /// # Errors
+    /// Backend failures.
+    pub async fn products(&self) -> Result<Vec<u64>, InventoryError> {
+        self.inner.products().await
+    }
+
     /// The configuration in force.
     pub fn config(&self) -> &RedisConfig {
         &self.inner.config
