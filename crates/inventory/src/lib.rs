@@ -44,8 +44,14 @@
 //!     )
 //!     .await?;
 //! let buy = |user_id| PurchaseRequest { product_id: 1001, user_id, quantity: 1, idempotency_key: None };
-//! assert!(inventory.purchase(&buy(2001)).await?.is_success());
-//! assert_eq!(inventory.purchase(&buy(2001)).await?, PurchaseOutcome::AlreadyBought);
+//! let PurchaseOutcome::Success { order_id, .. } = inventory.purchase(&buy(2001)).await? else {
+//!     panic!("sold")
+//! };
+//! // The buyer's purchase again (a resend, a retry) answers their order: never a second sale.
+//! assert!(matches!(
+//!     inventory.purchase(&buy(2001)).await?,
+//!     PurchaseOutcome::Success { order_id: again, .. } if again == order_id
+//! ));
 //! assert_eq!(inventory.purchase(&buy(2002)).await?, PurchaseOutcome::SoldOut { remaining_stock: 0 });
 //! // The sale waits in the outbox until the order pipeline acknowledges it.
 //! assert_eq!(inventory.outbox_len().await?, 1);
