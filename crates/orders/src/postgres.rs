@@ -475,6 +475,30 @@ impl OrderStore for PgOrderStore {
         .await
     }
 
+    async fn void_before(
+        &self,
+        product_id: u64,
+        epoch: u64,
+        now_ms: i64,
+    ) -> Result<u64, OrderError> {
+        self.timed(async {
+            let (product, epoch) = (to_i64(product_id, "product_id")?, to_i64(epoch, "epoch")?);
+            let client = self.client().await?;
+            let stmt = client
+                .prepare_cached(
+                    "UPDATE orders SET status = 'cancelled', stock_returned = true, updated_at_ms = $3
+                     WHERE product_id = $1 AND epoch < $2 AND status = 'awaiting_payment'",
+                )
+                .await
+                .map_err(store_err)?;
+            client
+                .execute(&stmt, &[&product, &epoch, &now_ms])
+                .await
+                .map_err(store_err)
+        })
+        .await
+    }
+
     async fn last_epoch(&self, product_id: u64) -> Result<Option<u64>, OrderError> {
         self.timed(async {
             let product = to_i64(product_id, "product_id")?;

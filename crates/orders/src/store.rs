@@ -164,6 +164,19 @@ pub trait OrderStore: Send + Sync + 'static {
     /// The store failed.
     async fn live_orders(&self, product_id: u64, epoch: u64) -> Result<Vec<Order>, OrderError>;
 
+    /// Voids a product's unpaid orders of epochs before `epoch` (a forced re-prewarm started
+    /// it with fresh stock): each becomes cancelled with its stock counted as returned — the new
+    /// epoch's stock holds its items once — so it can no longer be paid. Returns how many.
+    ///
+    /// # Errors
+    /// The store failed.
+    async fn void_before(
+        &self,
+        product_id: u64,
+        epoch: u64,
+        now_ms: i64,
+    ) -> Result<u64, OrderError>;
+
     /// The most recent activity epoch that has orders of the product, if any.
     ///
     /// # Errors
@@ -331,6 +344,35 @@ impl OrderStore for MemoryOrderStore {
 
     async fn get(&self, order_id: &str) -> Result<Option<Order>, OrderError> {
         Ok(self.state.read().get(order_id).cloned())
+    }
+
+    async fn void_before(
+        &self,
+        product_id: u64,
+        epoch: u64,
+        now_ms: i64,
+    ) -> Result<u64, OrderError> {
+        let ids: Vec<String> = {
+            let st = self.state.read();
+            st.parts
+                .iter()
+                .flat_map(|p| p.values())
+                .filter(|o| {
+                    o.product_id == product_id
+                        && o.epoch < epoch
+                        && o.status == OrderStatus::AwaitingPayment
+                })
+                .map(|o| o.order_id.clone())
+                .collect()
+        };
+        let mut voided = 0;
+        for id in ids {
+            if let Transition::Done(_) = self.set_status(&id, OrderStatus::Cancelled, now_ms) {
+                self.mark_stock_returned(&id).await?;
+                voided += 1;
+            }
+        }
+        Ok(voided)
     }
 
     async fn live_orders(&self, product_id: u64, epoch: u64) -> Result<Vec<Order>, OrderError> {

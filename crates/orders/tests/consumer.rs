@@ -134,6 +134,9 @@ impl OrderStore for Faulty {
     async fn last_epoch(&self, product_id: u64) -> Result<Option<u64>, OrderError> {
         self.inner.last_epoch(product_id).await
     }
+    async fn void_before(&self, product_id: u64, epoch: u64, now: i64) -> Result<u64, OrderError> {
+        self.inner.void_before(product_id, epoch, now).await
+    }
 }
 
 #[tokio::test(start_paused = true)]

@@ -164,6 +164,65 @@ async fn batch_inserts_report_each_order_once(store: Arc<dyn OrderStore>) {
     assert_eq!(store.get("10-3").await.unwrap().unwrap(), order(10, 3, NOW));
 }
 
+async fn earlier_epochs_are_voided_and_live_orders_listed(store: Arc<dyn OrderStore>) {
+    let at = |n: u64, epoch: u64| Order {
+        epoch,
+        ..order(11, n, NOW + 60_000)
+    };
+    for (n, epoch) in [(1, 1), (2, 1), (3, 1), (4, 2)] {
+        store.insert(&at(n, epoch)).await.unwrap();
+    }
+    assert!(matches!(
+        store.pay("11-2", NOW).await.unwrap(),
+        Transition::Done(_)
+    ));
+    assert!(matches!(
+        store.cancel("11-3", NOW).await.unwrap(),
+        Transition::Done(_)
+    ));
+    assert_eq!(store.last_epoch(11).await.unwrap(), Some(2));
+    assert_eq!(store.last_epoch(12).await.unwrap(), None);
+    let mut live: Vec<String> = store
+        .live_orders(11, 1)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.order_id)
+        .collect();
+    live.sort();
+    assert_eq!(
+        live,
+        ["11-1", "11-2"],
+        "awaiting payment and paid, not cancelled"
+    );
+    // Epoch 2 replaced epoch 1: its unpaid order is void, the paid one stands.
+    assert_eq!(store.void_before(11, 2, NOW).await.unwrap(), 1);
+    let void = store.get("11-1").await.unwrap().unwrap();
+    assert_eq!(
+        (void.status, void.stock_returned),
+        (OrderStatus::Cancelled, true)
+    );
+    assert_eq!(
+        store.get("11-2").await.unwrap().unwrap().status,
+        OrderStatus::Paid
+    );
+    assert_eq!(
+        store.get("11-4").await.unwrap().unwrap().status,
+        OrderStatus::AwaitingPayment
+    );
+    assert_eq!(store.void_before(11, 2, NOW).await.unwrap(), 0, "once");
+    let mut due: Vec<String> = store
+        .due(NOW + 120_000, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.order_id)
+        .collect();
+    due.sort();
+    assert_eq!(due, ["11-3", "11-4"], "the void order needs no sweep");
+    assert!(store.now_ms().await.unwrap() > 0);
+}
+
 macro_rules! contract {
     ($backend:ident, $make:expr, $cleanup:expr) => {
         mod $backend {
@@ -179,6 +238,12 @@ macro_rules! contract {
             async fn batch_inserts_report_each_order_once() {
                 let s = $make.await;
                 super::batch_inserts_report_each_order_once(s.clone()).await;
+                ($cleanup)(s).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn earlier_epochs_are_voided_and_live_orders_listed() {
+                let s = $make.await;
+                super::earlier_epochs_are_voided_and_live_orders_listed(s.clone()).await;
                 ($cleanup)(s).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

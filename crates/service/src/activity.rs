@@ -192,7 +192,25 @@ impl Service {
         let (epoch, result) = match outcome {
             PrewarmOutcome::Created { epoch } => (epoch, "created"),
             PrewarmOutcome::Unchanged { epoch } => (epoch, "unchanged"),
-            PrewarmOutcome::Replaced { epoch } => (epoch, "replaced"),
+            PrewarmOutcome::Replaced { epoch } => {
+                // The new epoch's stock holds the earlier epoch's unpaid items: those orders
+                // can no longer be paid (their stock is not returned again either).
+                let now = s.orders.now_ms().await.map_err(|e| s.store_failed(&e))?;
+                let voided = s
+                    .orders
+                    .void_before(activity.product_id, epoch, now)
+                    .await
+                    .map_err(|e| s.store_failed(&e))?;
+                if voided > 0 {
+                    tracing::warn!(
+                        product_id = activity.product_id,
+                        epoch,
+                        voided,
+                        "a forced re-prewarm voided the earlier epoch's unpaid orders"
+                    );
+                }
+                (epoch, "replaced")
+            }
             PrewarmOutcome::Restored {
                 epoch,
                 orders,

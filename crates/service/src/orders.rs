@@ -19,7 +19,7 @@ fn parse(raw: &str) -> Result<String, ServiceError> {
 }
 
 impl Inner {
-    fn store_failed(&self, e: &dyn std::fmt::Display) -> ServiceError {
+    pub(crate) fn store_failed(&self, e: &dyn std::fmt::Display) -> ServiceError {
         self.backend("the order store", e)
     }
 
