@@ -43,6 +43,21 @@ struct ProductKeys {
     outbox_name: String,
 }
 
+impl ProductKeys {
+    /// The keys the prewarm and restore functions take (KEYS[1..7]).
+    fn loading(&self) -> Vec<Key> {
+        vec![
+            self.activity.clone(),
+            self.buyers.clone(),
+            self.orders.clone(),
+            self.idem.clone(),
+            self.epoch.clone(),
+            self.outbox.clone(),
+            self.seq.clone(),
+        ]
+    }
+}
+
 /// A sold-out product, as last read from Redis.
 struct SoldOut {
     until: Instant,
@@ -238,21 +253,14 @@ impl RedisInventory {
             .map(|o| o.order_id.seq)
             .max()
             .unwrap_or(0);
-        let mut args: Vec<Value> = vec![
-            Inner::fingerprint(activity).into(),
-            activity.product_name.clone().into(),
-            activity.price_cents.to_string().into(),
-            activity.stock.to_string().into(),
-            activity.start_ms().to_string().into(),
-            activity.end_ms().to_string().into(),
-            activity.status.as_str().into(),
-            activity.per_user_limit.to_string().into(),
+        let mut args = Inner::activity_args(activity);
+        args.extend([
             expire_at.to_string().into(),
             RELAY_GROUP.into(),
             sale.epoch.max(1).to_string().into(),
             crate::sequence_base(after).to_string().into(),
             if repair { "1" } else { "0" }.into(),
-        ];
+        ]);
         for o in &sale.orders {
             args.push(o.order_id.seq.to_string().into());
             args.push(o.user_id.to_string().into());
@@ -261,19 +269,7 @@ impl RedisInventory {
         let reply: Vec<i64> = self
             .inner
             .client
-            .fcall(
-                functions::op::restore,
-                vec![
-                    k.activity.clone(),
-                    k.buyers.clone(),
-                    k.orders.clone(),
-                    k.idem.clone(),
-                    k.epoch.clone(),
-                    k.outbox.clone(),
-                    k.seq.clone(),
-                ],
-                args,
-            )
+            .fcall(functions::op::restore, k.loading(), args)
             .await?;
         let at = |i: usize| {
             reply
@@ -484,6 +480,21 @@ impl Inner {
         self.sold_out.write().remove(&product_id);
     }
 
+    /// The activity's fields as the prewarm and restore functions take them first
+    /// (ARGV[1..8]: fingerprint, name, price, stock, start, end, status, per-user limit).
+    fn activity_args(a: &Activity) -> Vec<Value> {
+        vec![
+            Self::fingerprint(a).into(),
+            a.product_name.clone().into(),
+            a.price_cents.to_string().into(),
+            a.stock.to_string().into(),
+            a.start_ms().to_string().into(),
+            a.end_ms().to_string().into(),
+            a.status.as_str().into(),
+            a.per_user_limit.to_string().into(),
+        ]
+    }
+
     fn fingerprint(a: &Activity) -> String {
         format!(
             "{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}",
@@ -513,29 +524,17 @@ impl Inventory for RedisInventory {
             .client
             .fcall(
                 functions::op::prewarm,
-                vec![
-                    k.activity.clone(),
-                    k.buyers.clone(),
-                    k.orders.clone(),
-                    k.idem.clone(),
-                    k.epoch.clone(),
-                    k.outbox.clone(),
-                    k.seq.clone(),
-                ],
-                vec![
-                    Inner::fingerprint(activity).into(),
-                    activity.product_name.clone().into(),
-                    activity.price_cents.to_string().into(),
-                    activity.stock.to_string().into(),
-                    activity.start_ms().to_string().into(),
-                    activity.end_ms().to_string().into(),
-                    activity.status.as_str().into(),
-                    activity.per_user_limit.to_string().into(),
-                    if force { "1" } else { "0" }.into(),
-                    expire_at.to_string().into(),
-                    RELAY_GROUP.into(),
-                    crate::sequence_base(0).to_string().into(),
-                ],
+                k.loading(),
+                [
+                    Inner::activity_args(activity),
+                    vec![
+                        if force { "1" } else { "0" }.into(),
+                        expire_at.to_string().into(),
+                        RELAY_GROUP.into(),
+                        crate::sequence_base(0).to_string().into(),
+                    ],
+                ]
+                .concat(),
             )
             .await?;
         let epoch = || {
