@@ -13,7 +13,7 @@ use seckill_api::ServerConfig;
 use seckill_inventory::RedisConfig;
 use seckill_mq::{KafkaSettings, RabbitSettings};
 use seckill_orders::OrdersConfig;
-use seckill_service::{AntibotConfig, AuthConfig, Settings};
+use seckill_service::{AntibotConfig, AuthConfig, ReconcilerConfig, Settings};
 
 /// The default configuration file, used when it exists and no other is named.
 pub const DEFAULT_FILE: &str = "config/seckill.yaml";
@@ -38,6 +38,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Purchase tokens and the challenge before them.
     pub antibot: AntibotConfig,
+    /// The background comparison of Redis with the order store (Redis with PostgreSQL only).
+    pub reconciler: ReconcilerConfig,
     /// Logging and metrics.
     pub telemetry: TelemetryConfig,
 }

@@ -193,7 +193,7 @@ async fn main() -> ExitCode {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     let render = telemetry::init_metrics(&config.telemetry)?;
-    let components = components(&config).await?;
+    let components = components(&config, true).await?;
     let broker = components.broker.clone();
     let service_config = ServiceConfig {
         seckill: config.seckill.clone(),
@@ -235,63 +235,37 @@ async fn run(config: Config) -> anyhow::Result<()> {
 }
 
 /// `seckill-server reconcile`: one JSON line per product; true when every product's books
-/// agree (or were repaired).
+/// agree (or were repaired). A repair sends the sales only Redis holds to the broker again.
 async fn reconcile(config: &Config, products: &[u64], repair: bool) -> anyhow::Result<bool> {
     anyhow::ensure!(
         config.inventory.backend == InventoryBackend::Redis
             && config.orders.store == seckill_orders::OrderStoreKind::Postgres,
         "reconcile compares Redis with PostgreSQL: it needs inventory.backend: redis and orders.store: postgres"
     );
+    let components = components(config, false).await?;
     let inventory = seckill_inventory::RedisInventory::connect(config.redis.clone())
         .await
         .context("connecting to Redis")?;
-    let orders = seckill_orders::PgOrderStore::connect(&config.orders)
-        .await
-        .context("connecting to PostgreSQL")?;
     let mut agree = true;
     for &p in products {
-        let drift = seckill_service::reconcile(&inventory, &orders, p, repair).await?;
+        let drift = seckill_service::reconcile(
+            &inventory,
+            &*components.orders,
+            Some(&*components.broker),
+            p,
+            repair,
+        )
+        .await?;
         println!("{}", serde_json::to_string(&drift)?);
-        agree &= drift.repaired || (drift.unaccounted_items == 0 && drift.unaccounted_buyers == 0);
+        agree &= drift.repaired || drift.agrees();
     }
+    components.broker.close().await;
     Ok(agree)
 }
 
-/// Compares every product Redis holds with the order store once a minute, for the
-/// `seckill_inventory_unaccounted_items` gauge (and its alert); never repairs.
-async fn reconcile_in_background(
-    inventory: Arc<seckill_inventory::RedisInventory>,
-    store: Arc<seckill_orders::PgOrderStore>,
-) {
-    let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
-    loop {
-        every.tick().await;
-        let products = match inventory.products().await {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!(error = %e, "reconciler: listing the products failed");
-                continue;
-            }
-        };
-        for p in products {
-            match seckill_service::reconcile(&inventory, &*store, p, false).await {
-                Ok(d) if d.unaccounted_items != 0 => {
-                    tracing::info!(
-                        product_id = p,
-                        unaccounted_items = d.unaccounted_items,
-                        outbox_pending = d.outbox_pending,
-                        "reconciler: Redis and the order store differ"
-                    )
-                }
-                Ok(_) | Err(seckill_service::ReconcileError::UnknownProduct(_)) => {}
-                Err(e) => tracing::warn!(product_id = p, error = %e, "reconciler failed"),
-            }
-        }
-    }
-}
-
 /// Builds the backends the configuration names; embedded (in-process) for the rest.
-async fn components(config: &Config) -> anyhow::Result<Components> {
+/// With `background`, also the reconciler of Redis against PostgreSQL.
+async fn components(config: &Config, background: bool) -> anyhow::Result<Components> {
     let mut components = Components::embedded();
     let mut redis = None;
     if config.inventory.backend == InventoryBackend::Redis {
@@ -332,9 +306,7 @@ async fn components(config: &Config) -> anyhow::Result<Components> {
         components.orders = store.clone();
         pg = Some(store);
     }
-    if let (Some(inventory), Some(store)) = (&redis, &pg) {
-        tokio::spawn(reconcile_in_background(inventory.clone(), store.clone()));
-    }
+    let store = pg.clone();
     match config.mq.backend {
         MqBackend::Memory => {}
         MqBackend::Rabbitmq => {
@@ -375,6 +347,14 @@ async fn components(config: &Config) -> anyhow::Result<Components> {
                 })?;
             components.broker = Arc::new(broker);
         }
+    }
+    if let (true, Some(inventory), Some(store)) = (background, redis, store) {
+        tokio::spawn(seckill_service::run_reconciler(
+            inventory,
+            store,
+            components.broker.clone(),
+            config.reconciler.clone(),
+        ));
     }
     Ok(components)
 }

@@ -99,7 +99,9 @@ pub use pipeline::{
 };
 pub use purchase::{Accepted, Purchase, PurchaseInput, Sale};
 #[cfg(feature = "redis")]
-pub use reconcile::{Drift, ReconcileError, reconcile};
+pub use reconcile::{
+    Drift, ReconcileError, ReconcilerConfig, reconcile, redeliver, run_reconciler,
+};
 #[cfg(feature = "redis")]
 pub use results::RedisResults;
 pub use results::{
@@ -134,6 +136,11 @@ pub fn describe_metrics() {
         "seckill_inventory_unaccounted_items",
         Unit::Count,
         "Items Redis counts as sold that neither the order store nor the outbox holds, by product (the reconciler's drift; positive while sales are in transit)."
+    );
+    describe_counter!(
+        "seckill_reconciler_redelivered_total",
+        Unit::Count,
+        "Sales the reconciler sent to the broker again because the order store lacked them."
     );
     describe_counter!(
         "seckill_activity_restores_total",

@@ -22,7 +22,7 @@ pub use config::RedisConfig;
 
 use crate::{
     Activity, ActivityStatus, CancelOutcome, Inventory, InventoryError, InventoryStats, OrderId,
-    OutboxEntry, PrewarmOutcome, PurchaseOutcome, PurchaseRequest, RecordedSale,
+    OutboxEntry, PrewarmOutcome, PurchaseOutcome, PurchaseRequest, RecordedOrder, RecordedSale,
 };
 use client::backend;
 
@@ -300,6 +300,54 @@ impl RedisInventory {
     /// Backend failures.
     pub async fn products(&self) -> Result<Vec<u64>, InventoryError> {
         self.inner.products().await
+    }
+
+    /// The live sales (not cancelled) of the product's current epoch as Redis holds them:
+    /// the reconciler compares them with the order store's record. `None` when the product
+    /// is not loaded.
+    ///
+    /// # Errors
+    /// Backend failures.
+    pub async fn sales(&self, product_id: u64) -> Result<Option<RecordedSale>, InventoryError> {
+        let k = self.inner.keys(product_id);
+        let client = self.inner.client.next();
+        // The epoch before and after the read: a prewarm in between is read again.
+        for _ in 0..3 {
+            let before: Option<u64> = client.get(k.epoch.clone()).await.map_err(backend)?;
+            let Some(epoch) = before else { return Ok(None) };
+            let held: HashMap<String, String> =
+                client.hgetall(k.orders.clone()).await.map_err(backend)?;
+            let after: Option<u64> = client.get(k.epoch.clone()).await.map_err(backend)?;
+            if after != Some(epoch) {
+                continue;
+            }
+            let mut orders = Vec::with_capacity(held.len());
+            for (seq, v) in &held {
+                // `_` carries the hash's expiry; `x…` orders were cancelled.
+                if seq == "_" || v.starts_with('x') {
+                    continue;
+                }
+                let parsed = seq.parse::<u64>().ok().zip(
+                    v.split_once('|')
+                        .and_then(|(u, q)| u.parse::<u64>().ok().zip(q.parse::<u32>().ok())),
+                );
+                let Some((seq, (user_id, quantity))) = parsed else {
+                    return Err(InventoryError::Protocol(format!(
+                        "order {seq} of product {product_id} holds {v:?}"
+                    )));
+                };
+                orders.push(RecordedOrder {
+                    order_id: OrderId { product_id, seq },
+                    user_id,
+                    quantity,
+                });
+            }
+            orders.sort_by_key(|o| o.order_id.seq);
+            return Ok(Some(RecordedSale { epoch, orders }));
+        }
+        Err(InventoryError::Protocol(format!(
+            "product {product_id} was prewarmed again during the read"
+        )))
     }
 
     /// The configuration in force.
