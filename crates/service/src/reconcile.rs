@@ -271,9 +271,11 @@ impl Default for ReconcilerConfig {
 }
 
 /// Compares every product `inventory` holds with `orders` every `config.interval`, for the
-/// `seckill_inventory_unaccounted_items` gauge (and its alert), and sends again the sales
-/// missing from the store on two runs in a row (those on their way at the first run have
-/// arrived by the second). Never rebuilds Redis. Runs until dropped.
+/// `seckill_inventory_unaccounted_items` gauge (and its alert), and sends again, once, each
+/// sale missing from the store on two runs in a row (those on their way at the first run have
+/// arrived by the second). A sale still missing after that (the store refused it: see the
+/// dead letters) stays in the gauge for an operator. Never rebuilds Redis. Runs until
+/// dropped.
 pub async fn run_reconciler(
     inventory: std::sync::Arc<RedisInventory>,
     orders: std::sync::Arc<dyn OrderStore>,
@@ -286,6 +288,7 @@ pub async fn run_reconciler(
     let mut every = tokio::time::interval(config.interval);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut suspects: std::collections::HashMap<u64, HashSet<OrderId>> = Default::default();
+    let mut redelivered: std::collections::HashMap<u64, HashSet<OrderId>> = Default::default();
     loop {
         every.tick().await;
         let products = match inventory.products().await {
@@ -296,6 +299,7 @@ pub async fn run_reconciler(
             }
         };
         suspects.retain(|p, _| products.contains(p));
+        redelivered.retain(|p, _| products.contains(p));
         for p in products {
             let drift = match reconcile(&inventory, &*orders, None, p, false).await {
                 Ok(d) => d,
@@ -317,10 +321,11 @@ pub async fn run_reconciler(
             }
             let now: HashSet<OrderId> = drift.missing.iter().map(|o| o.order_id).collect();
             let before = suspects.insert(p, now).unwrap_or_default();
+            let sent = redelivered.entry(p).or_default();
             let again: Vec<RecordedOrder> = drift
                 .missing
                 .iter()
-                .filter(|o| before.contains(&o.order_id))
+                .filter(|o| before.contains(&o.order_id) && !sent.contains(&o.order_id))
                 .copied()
                 .collect();
             if !config.redeliver || again.is_empty() {
@@ -335,14 +340,7 @@ pub async fn run_reconciler(
                 }
             };
             match redeliver(&*broker, &activity, drift.epoch, &again).await {
-                // Sent: not suspected again until a later run finds them still missing.
-                Ok(()) => {
-                    if let Some(s) = suspects.get_mut(&p) {
-                        for o in &again {
-                            s.remove(&o.order_id);
-                        }
-                    }
-                }
+                Ok(()) => sent.extend(again.iter().map(|o| o.order_id)),
                 Err(e) => {
                     tracing::warn!(product_id = p, error = %e, "reconciler: redelivery failed")
                 }

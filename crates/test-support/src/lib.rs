@@ -12,7 +12,12 @@
 
 use std::future::Future;
 use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::task::AbortHandle;
 
 /// A name of `what` no other test uses, in this run or another: letters, digits and `_` only
 /// (when `what` is), so it is a valid Redis key prefix, PostgreSQL schema, RabbitMQ name and
@@ -174,5 +179,75 @@ impl Drop for PrivateRedis {
             let _ = c.wait();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A TCP proxy a test can take down and bring back, to cut a service off from the server
+/// under test without stopping the shared service itself.
+pub struct Proxy {
+    /// Where the server under test connects.
+    pub addr: std::net::SocketAddr,
+    up: Arc<AtomicBool>,
+    conns: Arc<std::sync::Mutex<Vec<AbortHandle>>>,
+    accept: AbortHandle,
+}
+
+impl Proxy {
+    /// Forwards a new local port to `target`.
+    ///
+    /// # Panics
+    /// When no local port can be bound.
+    pub async fn start(target: std::net::SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = Arc::new(AtomicBool::new(true));
+        let conns: Arc<std::sync::Mutex<Vec<AbortHandle>>> = Arc::default();
+        let (up2, conns2) = (up.clone(), conns.clone());
+        let accept = tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                if !up2.load(Ordering::SeqCst) {
+                    drop(inbound); // refused while down
+                    continue;
+                }
+                let task = tokio::spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                conns2.lock().unwrap().push(task.abort_handle());
+            }
+        })
+        .abort_handle();
+        Self {
+            addr,
+            up,
+            conns,
+            accept,
+        }
+    }
+
+    /// Cuts every open connection and refuses new ones.
+    pub fn down(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for c in self.conns.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+
+    /// Accepts connections again.
+    pub fn up(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        for c in self.conns.lock().unwrap().drain(..) {
+            c.abort();
+        }
     }
 }

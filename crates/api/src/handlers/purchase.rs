@@ -106,7 +106,7 @@ pub(crate) async fn purchase_async(State(s): State<AppState>, req: Request) -> R
             // It may still run: the answer says so, with the id to poll, never "failed".
             Accepted::Unconfirmed(id) => envelope(
                 StatusCode::SERVICE_UNAVAILABLE,
-                codes::BACKEND_UNAVAILABLE,
+                codes::OUTCOME_UNKNOWN,
                 "the broker did not confirm the request; it may still run: poll its result",
                 &AcceptedView {
                     request_id: &id,
