@@ -151,9 +151,40 @@ struct Product {
     orders: Mutex<OrderLog>,
     cancelled: AtomicU64,
     seq: Arc<AtomicU64>,
+    /// The idempotency keys of earlier epochs, by buyer: a retry of an earlier epoch's purchase
+    /// gets its first answer, never a sale in this one.
+    earlier: HashMap<(u64, Box<str>), EarlierSale>,
+}
+
+/// The first answer of an earlier epoch's purchase that carried an idempotency key.
+#[derive(Clone, Copy)]
+struct EarlierSale {
+    seq: u64,
+    quantity: u32,
+    remaining_after: u64,
 }
 
 impl Product {
+    /// This epoch's idempotency keys together with the earlier epochs'.
+    fn keys_so_far(&self) -> HashMap<(u64, Box<str>), EarlierSale> {
+        let mut all = self.earlier.clone();
+        for shard in self.buyers.iter() {
+            for (&user, b) in shard.lock().iter() {
+                if let Some(r) = &b.replay {
+                    all.insert(
+                        (user, r.key.clone()),
+                        EarlierSale {
+                            seq: b.seq,
+                            quantity: r.quantity,
+                            remaining_after: r.remaining_after,
+                        },
+                    );
+                }
+            }
+        }
+        all
+    }
+
     fn shard(&self, user_id: u64) -> &Mutex<HashMap<u64, Buyer>> {
         // Fibonacci hashing spreads sequential user ids over the shards.
         let h = user_id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SHARD_BITS);
@@ -248,6 +279,21 @@ impl MemoryInventory {
                 },
             };
         }
+        if let (false, Some(key)) = (p.earlier.is_empty(), req.idempotency_key.as_deref()) {
+            if let Some(e) = p.earlier.get(&(req.user_id, Box::from(key))) {
+                return if e.quantity == req.quantity {
+                    PurchaseOutcome::Success {
+                        order_id: OrderId {
+                            product_id: req.product_id,
+                            seq: e.seq,
+                        },
+                        remaining_stock: e.remaining_after,
+                    }
+                } else {
+                    PurchaseOutcome::KeyReused
+                };
+            }
+        }
         let qty = u64::from(req.quantity);
         let remaining = match p
             .stock
@@ -320,6 +366,7 @@ impl Product {
             orders: Mutex::new(OrderLog::new(seq.load(Ordering::Acquire), activity.stock)),
             cancelled: AtomicU64::new(0),
             seq: seq.clone(),
+            earlier: HashMap::new(),
         }
     }
 }
@@ -379,7 +426,11 @@ impl Inventory for MemoryInventory {
         }
         let counters = admin.entry(activity.product_id).or_default();
         counters.epoch += 1;
-        let product = Arc::new(Product::new(activity, counters.epoch, &counters.seq));
+        let mut product = Product::new(activity, counters.epoch, &counters.seq);
+        if let Some(cur) = &current {
+            product.earlier = cur.keys_so_far();
+        }
+        let product = Arc::new(product);
         let epoch = counters.epoch;
         self.products.rcu(|map| {
             let mut map = HashMap::clone(map);

@@ -191,6 +191,17 @@ async fn prewarm_is_idempotent_and_guards_a_started_sale(inv: Arc<dyn Inventory>
     let started = activity(1008, 3);
     prewarm(inv, &started).await;
     sell(inv, 1008, 1).await;
+    let keyed = PurchaseRequest {
+        idempotency_key: Some("k-2".into()),
+        ..buy(1008, 2, 1)
+    };
+    let PurchaseOutcome::Success {
+        order_id: first_of_2,
+        ..
+    } = inv.purchase(&keyed).await.unwrap()
+    else {
+        panic!("user 2 buys")
+    };
     let mut changed = started.clone();
     changed.stock = 100;
     assert_eq!(
@@ -198,7 +209,7 @@ async fn prewarm_is_idempotent_and_guards_a_started_sale(inv: Arc<dyn Inventory>
         PrewarmOutcome::SaleStarted
     );
     let st = inv.stats(1008).await.unwrap().unwrap();
-    assert_eq!((st.initial_stock, st.remaining_stock, st.buyers), (3, 2, 1));
+    assert_eq!((st.initial_stock, st.remaining_stock, st.buyers), (3, 1, 2));
     // The same activity again is still fine after the start.
     assert!(matches!(
         inv.prewarm(&started, false).await.unwrap(),
@@ -215,8 +226,17 @@ async fn prewarm_is_idempotent_and_guards_a_started_sale(inv: Arc<dyn Inventory>
         (100, 100, 0)
     );
     assert_eq!(inv.purchase_of(1008, 1).await.unwrap(), None);
+    // A retry of the earlier epoch's keyed purchase gets its first answer, not a new sale.
+    match inv.purchase(&keyed).await.unwrap() {
+        PurchaseOutcome::Success { order_id, .. } => assert_eq!(order_id, first_of_2),
+        other => panic!("the earlier key bought again: {other:?}"),
+    }
+    assert_eq!(inv.stats(1008).await.unwrap().unwrap().remaining_stock, 100);
     let again = sell(inv, 1008, 1).await;
-    assert!(again.seq > 1, "order ids stay unique across epochs");
+    assert!(
+        again.seq > first_of_2.seq,
+        "order ids stay unique across epochs"
+    );
 }
 
 async fn invalid_activities_change_nothing(inv: Arc<dyn Inventory>) {

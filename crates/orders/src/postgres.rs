@@ -26,6 +26,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "consumer_offsets",
         include_str!("../migrations/0002_consumer_offsets.sql"),
     ),
+    (
+        3,
+        "voided_epochs",
+        include_str!("../migrations/0003_voided_epochs.sql"),
+    ),
 ];
 
 /// Orders in PostgreSQL (`orders.store = postgres`).
@@ -311,7 +316,12 @@ impl OrderStore for PgOrderStore {
                 .prepare_cached(
                     "INSERT INTO orders (order_id, product_id, user_id, quantity, price_cents, status,
                          epoch, sold_at_ms, created_at_ms, expires_at_ms, updated_at_ms, stock_returned)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                     SELECT $1::text, $2::bigint, $3::bigint, $4::integer, $5::bigint,
+                         CASE WHEN void THEN 'cancelled' ELSE $6::text END,
+                         $7::bigint, $8::bigint, $9::bigint, $10::bigint, $11::bigint,
+                         $12::boolean OR void
+                     FROM (SELECT $6::text = 'awaiting_payment' AND $7::bigint < coalesce(
+                         (SELECT before_epoch FROM voided_epochs WHERE product_id = $2::bigint), 0) AS void) v
                      ON CONFLICT (order_id) DO NOTHING",
                 )
                 .await
@@ -384,9 +394,19 @@ impl OrderStore for PgOrderStore {
                 .prepare_cached(
                     "INSERT INTO orders (order_id, product_id, user_id, quantity, price_cents, status,
                          epoch, sold_at_ms, created_at_ms, expires_at_ms, updated_at_ms, stock_returned)
-                     SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::integer[],
-                         $5::bigint[], $6::text[], $7::bigint[], $8::bigint[], $9::bigint[],
-                         $10::bigint[], $11::bigint[], $12::boolean[])
+                     SELECT u.order_id, u.product_id, u.user_id, u.quantity, u.price_cents,
+                         CASE WHEN u.void THEN 'cancelled' ELSE u.status END,
+                         u.epoch, u.sold_at_ms, u.created_at_ms, u.expires_at_ms, u.updated_at_ms,
+                         u.stock_returned OR u.void
+                     FROM (SELECT s.*, s.status = 'awaiting_payment'
+                               AND s.epoch < coalesce(v.before_epoch, 0) AS void
+                           FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::integer[],
+                               $5::bigint[], $6::text[], $7::bigint[], $8::bigint[], $9::bigint[],
+                               $10::bigint[], $11::bigint[], $12::boolean[])
+                               AS s(order_id, product_id, user_id, quantity, price_cents, status,
+                                    epoch, sold_at_ms, created_at_ms, expires_at_ms, updated_at_ms,
+                                    stock_returned)
+                           LEFT JOIN voided_epochs v ON v.product_id = s.product_id) u
                      ON CONFLICT (order_id) DO NOTHING
                      RETURNING order_id",
                 )
@@ -484,6 +504,19 @@ impl OrderStore for PgOrderStore {
         self.timed(async {
             let (product, epoch) = (to_i64(product_id, "product_id")?, to_i64(epoch, "epoch")?);
             let client = self.client().await?;
+            // First the mark, so an order stored from now on is void at once; then those stored.
+            let mark = client
+                .prepare_cached(
+                    "INSERT INTO voided_epochs (product_id, before_epoch) VALUES ($1, $2)
+                     ON CONFLICT (product_id)
+                     DO UPDATE SET before_epoch = greatest(voided_epochs.before_epoch, $2)",
+                )
+                .await
+                .map_err(store_err)?;
+            client
+                .execute(&mark, &[&product, &epoch])
+                .await
+                .map_err(store_err)?;
             let stmt = client
                 .prepare_cached(
                     "UPDATE orders SET status = 'cancelled', stock_returned = true, updated_at_ms = $3

@@ -166,7 +166,8 @@ pub trait OrderStore: Send + Sync + 'static {
 
     /// Voids a product's unpaid orders of epochs before `epoch` (a forced re-prewarm started
     /// it with fresh stock): each becomes cancelled with its stock counted as returned — the new
-    /// epoch's stock holds its items once — so it can no longer be paid. Returns how many.
+    /// epoch's stock holds its items once — so it can no longer be paid; and so does every
+    /// such order stored later (a sale still on its way). Returns how many were voided now.
     ///
     /// # Errors
     /// The store failed.
@@ -240,6 +241,8 @@ struct State {
     awaiting: BTreeSet<(i64, String)>,
     /// Cancelled orders whose stock is not back yet, by (deadline, id).
     unreturned: BTreeSet<(i64, String)>,
+    /// Per product, the epoch before which orders are void ([`OrderStore::void_before`]).
+    voided: HashMap<u64, u64>,
 }
 
 impl Default for State {
@@ -250,6 +253,7 @@ impl Default for State {
             counts: HashMap::new(),
             awaiting: BTreeSet::new(),
             unreturned: BTreeSet::new(),
+            voided: HashMap::new(),
         }
     }
 }
@@ -319,6 +323,21 @@ impl OrderStore for MemoryOrderStore {
         if st.parts[part].contains_key(&order.order_id) {
             return Ok(false);
         }
+        // Sold in an epoch voided since: stored void, its stock already in the new epoch.
+        let voided;
+        let order = match st.voided.get(&order.product_id) {
+            Some(&before)
+                if order.epoch < before && order.status == OrderStatus::AwaitingPayment =>
+            {
+                voided = Order {
+                    status: OrderStatus::Cancelled,
+                    stock_returned: true,
+                    ..order.clone()
+                };
+                &voided
+            }
+            _ => order,
+        };
         let key = (order.expires_at_ms, order.order_id.clone());
         match order.status {
             OrderStatus::AwaitingPayment => {
@@ -353,7 +372,9 @@ impl OrderStore for MemoryOrderStore {
         now_ms: i64,
     ) -> Result<u64, OrderError> {
         let ids: Vec<String> = {
-            let st = self.state.read();
+            let mut st = self.state.write();
+            let before = st.voided.entry(product_id).or_default();
+            *before = (*before).max(epoch);
             st.parts
                 .iter()
                 .flat_map(|p| p.values())

@@ -211,6 +211,22 @@ async fn earlier_epochs_are_voided_and_live_orders_listed(store: Arc<dyn OrderSt
         OrderStatus::AwaitingPayment
     );
     assert_eq!(store.void_before(11, 2, NOW).await.unwrap(), 0, "once");
+    // Epoch 1's sales still on their way are stored void, one at a time or in a batch;
+    // epoch 2's are not.
+    store.insert(&at(5, 1)).await.unwrap();
+    store.insert_many(&[at(6, 1), at(7, 2)]).await.unwrap();
+    for (id, status, returned) in [
+        ("11-5", OrderStatus::Cancelled, true),
+        ("11-6", OrderStatus::Cancelled, true),
+        ("11-7", OrderStatus::AwaitingPayment, false),
+    ] {
+        let o = store.get(id).await.unwrap().unwrap();
+        assert_eq!((o.status, o.stock_returned), (status, returned), "{id}");
+    }
+    assert!(matches!(
+        store.pay("11-5", NOW).await.unwrap(),
+        Transition::Final(_)
+    ));
     let mut due: Vec<String> = store
         .due(NOW + 120_000, 10)
         .await
@@ -219,7 +235,11 @@ async fn earlier_epochs_are_voided_and_live_orders_listed(store: Arc<dyn OrderSt
         .map(|o| o.order_id)
         .collect();
     due.sort();
-    assert_eq!(due, ["11-3", "11-4"], "the void order needs no sweep");
+    assert_eq!(
+        due,
+        ["11-3", "11-4", "11-7"],
+        "the void orders need no sweep"
+    );
     assert!(store.now_ms().await.unwrap() > 0);
 }
 
@@ -301,7 +321,7 @@ mod pg {
             }));
         }
         for s in starts {
-            assert_eq!(s.await.unwrap().migrations().await.unwrap(), [1, 2]);
+            assert_eq!(s.await.unwrap().migrations().await.unwrap(), [1, 2, 3]);
         }
         first.drop_schema().await.unwrap();
     }
