@@ -225,8 +225,34 @@ async fn run(config: Config) -> anyhow::Result<()> {
             Some(l)
         }
     };
+    let grpc_listener = TcpListener::bind((addr.0, config.server.grpc_port))
+        .await
+        .with_context(|| {
+            format!(
+                "binding {}:{} (server.grpc_port)",
+                addr.0, config.server.grpc_port
+            )
+        })?;
+    tracing::info!(addr = %grpc_listener.local_addr()?, "gRPC listening");
+    // One signal stops both fronts.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let grpc = tokio::spawn(seckill_grpc::serve(
+        grpc_listener,
+        service.clone(),
+        stopped(stop_rx.clone()),
+    ));
     let app = App::new(service, pipeline, config.server.clone(), render);
-    seckill_api::serve_with_admin(listener, admin_listener, app, shutdown_signal()).await?;
+    seckill_api::serve_with_admin(listener, admin_listener, app, stopped(stop_rx)).await?;
+    grpc.await
+        .context("the gRPC server panicked")?
+        .context("serving gRPC")?;
     // Let the broker go cleanly: Kafka partition leases are released at once, so another
     // instance takes over without waiting for them to lapse.
     broker.close().await;

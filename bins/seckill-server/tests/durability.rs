@@ -17,8 +17,13 @@ fn server(redis_port: u16, allow_volatile: bool) -> Command {
         .and_then(|l| l.local_addr())
         .unwrap()
         .port();
+    let grpc_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
     c.env("SECKILL_SERVER__HOST", "127.0.0.1")
         .env("SECKILL_SERVER__PORT", port.to_string())
+        .env("SECKILL_SERVER__GRPC_PORT", grpc_port.to_string())
         .env("SECKILL_INVENTORY__BACKEND", "redis")
         .env("SECKILL_REDIS__HOST", "127.0.0.1")
         .env("SECKILL_REDIS__PORT", redis_port.to_string())

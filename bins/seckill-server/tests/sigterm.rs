@@ -130,6 +130,32 @@ fn sigterm_stops_the_server_within_its_shutdown_timeout_despite_slow_clients() {
     up.recv_timeout(Duration::from_secs(60))
         .unwrap_or_else(|_| panic!("the server did not start; its log:\n{}", shown()));
 
+    // The gRPC front answers on its own port.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let serving = rt.block_on(async {
+        let channel =
+            tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{grpc_port}"))
+                .unwrap()
+                .connect()
+                .await
+                .expect("the gRPC port answers");
+        tonic_health::pb::health_client::HealthClient::new(channel)
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: "seckill.v1.Seckill".into(),
+            })
+            .await
+            .expect("the health service answers")
+            .into_inner()
+            .status()
+    });
+    assert_eq!(
+        serving,
+        tonic_health::pb::health_check_response::ServingStatus::Serving
+    );
+    drop(rt);
     // An idle kept-alive client, and one that never finishes its request head.
     let mut idle = TcpStream::connect(("127.0.0.1", port)).unwrap();
     idle.set_read_timeout(Some(Duration::from_secs(30)))
