@@ -182,7 +182,7 @@ async fn main() -> ExitCode {
             }
         };
     }
-    match run(config).await {
+    match run(config, file).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("seckill-server failed: {e:#}");
@@ -191,7 +191,7 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+async fn run(config: Config, file: FileChoice) -> anyhow::Result<()> {
     let render = telemetry::init_metrics(&config.telemetry)?;
     let components = components(&config, true).await?;
     let broker = components.broker.clone();
@@ -243,6 +243,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    #[cfg(unix)]
+    tokio::spawn(reload_on_sighup(file, service.clone()));
+    #[cfg(not(unix))]
+    drop(file);
     let grpc = tokio::spawn(seckill_grpc::serve(
         grpc_listener,
         service.clone(),
@@ -396,6 +400,29 @@ fn redact(url: &str) -> String {
             }
         }
         _ => url.to_owned(),
+    }
+}
+
+/// On each SIGHUP, reads the configuration again and applies its levers (rate limits,
+/// degradation, breaker settings) without a restart; a configuration that does not load is
+/// refused, naming its bad keys, and the running settings stay.
+#[cfg(unix)]
+async fn reload_on_sighup(file: FileChoice, service: seckill_service::Service) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        tracing::warn!("SIGHUP cannot be watched: the levers reload only through the admin API");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match config::load(&file) {
+            Ok(next) => {
+                let changed = service.reload(&next.seckill);
+                tracing::info!(?changed, "configuration reloaded on SIGHUP");
+            }
+            Err(e) => tracing::error!(
+                "configuration reload on SIGHUP refused; the running settings stay: {}",
+                e.to_string().trim().replace('\n', "; ")
+            ),
+        }
     }
 }
 

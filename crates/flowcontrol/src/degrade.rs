@@ -1,7 +1,7 @@
 //! Load-based degradation switch with hysteresis and a manual override.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
 use crate::error::ConfigError;
 
@@ -46,8 +46,10 @@ impl std::error::Error for Degraded {}
 /// assert!(!switch.is_degraded());
 /// ```
 pub struct Degradation {
-    threshold: f64,
-    exit_below: f64,
+    /// `f64` bits, so the threshold can change at run time.
+    threshold: AtomicU64,
+    /// `f64` bits.
+    exit_below: AtomicU64,
     degraded: AtomicBool,
     forced: AtomicU8,
 }
@@ -87,8 +89,8 @@ impl Degradation {
             });
         }
         Ok(Self {
-            threshold,
-            exit_below: threshold - hysteresis,
+            threshold: AtomicU64::new(threshold.to_bits()),
+            exit_below: AtomicU64::new((threshold - hysteresis).to_bits()),
             degraded: AtomicBool::new(false),
             forced: AtomicU8::new(AUTO),
         })
@@ -100,14 +102,14 @@ impl Degradation {
     /// nothing.
     pub fn evaluate(&self, load: f64) -> bool {
         let auto = if self.degraded.load(Ordering::Relaxed) {
-            if load < self.exit_below {
+            if load < f64::from_bits(self.exit_below.load(Ordering::Relaxed)) {
                 self.degraded.store(false, Ordering::Relaxed);
                 false
             } else {
                 true
             }
         } else {
-            let enter = load >= self.threshold;
+            let enter = load >= self.threshold();
             if enter {
                 self.degraded.store(true, Ordering::Relaxed);
             }
@@ -145,15 +147,33 @@ impl Degradation {
 
     /// The entry threshold.
     pub fn threshold(&self) -> f64 {
-        self.threshold
+        f64::from_bits(self.threshold.load(Ordering::Relaxed))
+    }
+
+    /// Changes the threshold at run time, keeping the hysteresis; the next
+    /// [`evaluate`](Self::evaluate) uses it.
+    ///
+    /// # Errors
+    /// [`ConfigError::OutOfRange`] when it is not a finite number above the hysteresis;
+    /// nothing changes then.
+    pub fn set_threshold(&self, threshold: f64) -> Result<(), ConfigError> {
+        let hysteresis = self.threshold() - f64::from_bits(self.exit_below.load(Ordering::Relaxed));
+        Self::try_new(threshold, hysteresis)?;
+        self.threshold.store(threshold.to_bits(), Ordering::Relaxed);
+        self.exit_below
+            .store((threshold - hysteresis).to_bits(), Ordering::Relaxed);
+        Ok(())
     }
 }
 
 impl fmt::Debug for Degradation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Degradation")
-            .field("threshold", &self.threshold)
-            .field("exit_below", &self.exit_below)
+            .field("threshold", &self.threshold())
+            .field(
+                "exit_below",
+                &f64::from_bits(self.exit_below.load(Ordering::Relaxed)),
+            )
             .field("degraded", &self.is_degraded())
             .field("forced", &self.forced())
             .finish()
@@ -192,6 +212,20 @@ mod tests {
         d.set_forced(None);
         assert!(d.is_degraded(), "auto state followed the 0.99 reading");
         assert!(!d.evaluate(0.1));
+    }
+
+    #[test]
+    fn the_threshold_changes_at_run_time() {
+        let d = Degradation::new(0.8, 0.1);
+        assert!(!d.evaluate(0.6));
+        d.set_threshold(0.5).unwrap();
+        assert!(d.evaluate(0.6));
+        // The hysteresis is kept: it leaves below 0.4.
+        assert!(d.evaluate(0.45));
+        assert!(!d.evaluate(0.39));
+        assert!(d.set_threshold(0.05).is_err(), "below the hysteresis");
+        assert!(d.set_threshold(f64::NAN).is_err());
+        assert!((d.threshold() - 0.5).abs() < 1e-9, "a refused change changes nothing");
     }
 
     #[test]

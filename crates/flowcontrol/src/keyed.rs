@@ -5,7 +5,8 @@ use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
-use std::num::NonZeroUsize;
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -62,9 +63,19 @@ pub struct KeyedLimiter<K, C: Clock = SystemClock> {
     shard_mask: usize,
     per_shard: usize,
     hasher: RandomState,
-    gcra: Gcra,
-    quota: Quota,
+    /// The [`Gcra`] in force, packed (`interval << 32 | burst`) so a quota change is atomic.
+    gcra: AtomicU64,
+    /// The quota in force, packed (`rate << 32 | burst`).
+    quota: AtomicU64,
     clock: C,
+}
+
+fn pack_gcra(g: Gcra) -> u64 {
+    (g.interval << 32) | u64::from(g.burst)
+}
+
+fn pack_quota(q: Quota) -> u64 {
+    (u64::from(q.rate().get()) << 32) | u64::from(q.burst().get())
 }
 
 #[repr(align(64))]
@@ -106,15 +117,35 @@ impl<K: Hash + Eq + Clone + Send + Sync, C: Clock + Clone> KeyedLimiter<K, C> {
             per_shard: max_keys / shards.len(),
             shards,
             hasher: RandomState::new(),
-            gcra: Gcra::from_quota(quota),
-            quota,
+            gcra: AtomicU64::new(pack_gcra(Gcra::from_quota(quota))),
+            quota: AtomicU64::new(pack_quota(quota)),
             clock,
         }
     }
 
     /// The per-key quota.
     pub fn quota(&self) -> Quota {
-        self.quota
+        let q = self.quota.load(Ordering::Relaxed);
+        let (rate, burst) = ((q >> 32) as u32, q as u32);
+        Quota::per_second(NonZeroU32::new(rate).unwrap_or(NonZeroU32::MIN))
+            .with_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN))
+    }
+
+    /// Changes the per-key quota at run time. Every tracked key keeps what it has taken (its
+    /// theoretical arrival time): a change never hands out a fresh burst, and a tighter
+    /// quota applies to the next request at once.
+    pub fn set_quota(&self, quota: Quota) {
+        self.gcra
+            .store(pack_gcra(Gcra::from_quota(quota)), Ordering::Relaxed);
+        self.quota.store(pack_quota(quota), Ordering::Relaxed);
+    }
+
+    fn gcra(&self) -> Gcra {
+        let g = self.gcra.load(Ordering::Relaxed);
+        Gcra {
+            interval: g >> 32,
+            burst: g as u32,
+        }
     }
 
     /// The most keys held at once (`max_keys` rounded down to a multiple
@@ -143,14 +174,15 @@ impl<K: Hash + Eq + Clone + Send + Sync, C: Clock + Clone> KeyedLimiter<K, C> {
         if n == 0 {
             return Ok(());
         }
-        if n > self.gcra.burst {
+        let gcra = self.gcra();
+        if n > gcra.burst {
             return never();
         }
         let now = now_nanos(&self.clock);
         let (hash, shard) = self.locate(key);
         let mut shard = shard.lock();
         let decide = |tat| {
-            self.gcra.check(tat, now, n).map_err(|wait| RateLimited {
+            gcra.check(tat, now, n).map_err(|wait| RateLimited {
                 retry_after: Duration::from_nanos(wait),
             })
         };
@@ -184,7 +216,7 @@ impl<K: Hash + Eq + Clone + Send + Sync, C: Clock + Clone> KeyedLimiter<K, C> {
             .map
             .get_mut(&Probe { hash, key } as &dyn Lookup<K>)
         {
-            *tat = self.gcra.refund(*tat, n);
+            *tat = self.gcra().refund(*tat, n);
         }
     }
 
@@ -314,7 +346,10 @@ impl Hasher for Precomputed {
 impl<K, C: Clock> fmt::Debug for KeyedLimiter<K, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyedLimiter")
-            .field("quota", &self.quota)
+            .field("quota", &{
+                let q = self.quota.load(Ordering::Relaxed);
+                format!("{}/s, burst {}", q >> 32, q as u32)
+            })
             .field("shards", &self.shards.len())
             .field("per_shard", &self.per_shard)
             .finish_non_exhaustive()

@@ -29,3 +29,27 @@ fn ten_million_distinct_keys_stay_under_the_cap() {
     limiter.retain_recent();
     assert!(limiter.is_empty());
 }
+
+#[test]
+fn a_quota_change_keeps_every_key_s_spent_permits() {
+    let clock = ManualClock::new();
+    let nz = |v| NonZeroU32::new(v).unwrap();
+    let limiter = KeyedLimiter::with_clock(
+        Quota::per_second(nz(1)).with_burst(nz(2)),
+        NonZeroUsize::new(100).unwrap(),
+        clock.clone(),
+    );
+    assert!(limiter.try_acquire(&1u64, 2).is_ok());
+    assert!(limiter.try_acquire(&1u64, 1).is_err());
+    // A larger burst: key 1 spent two and gets the one more, not a fresh bucket of three.
+    limiter.set_quota(Quota::per_second(nz(1)).with_burst(nz(3)));
+    assert_eq!(limiter.quota().burst().get(), 3);
+    assert!(limiter.try_acquire(&1u64, 1).is_ok());
+    assert!(limiter.try_acquire(&1u64, 1).is_err());
+    // A new key gets the new burst; a tighter one applies to the next request.
+    assert!(limiter.try_acquire(&2u64, 3).is_ok());
+    limiter.set_quota(Quota::per_second(nz(1)).with_burst(nz(1)));
+    clock.advance(Duration::from_secs(1));
+    assert!(limiter.try_acquire(&3u64, 2).is_err(), "above the new burst");
+    assert!(limiter.try_acquire(&3u64, 1).is_ok());
+}

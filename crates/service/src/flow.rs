@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
+use parking_lot::RwLock;
 use seckill_flowcontrol::{
     Algorithm, BreakerState, ChainLevel, CircuitBreaker, Degradation, KeyedLimiter, Limiter, Quota,
     RequestQueue, check_chain,
@@ -30,59 +32,109 @@ pub struct GlobalLimit {
 /// The flow-control state shared by every request.
 pub struct FlowControl {
     degradation: Degradation,
-    auto_degrade: bool,
-    /// The global limit; the operators' lever changes it in place, keeping its spent state.
+    auto_degrade: AtomicBool,
+    /// The global limit; the operators' lever and a reload change it in place, keeping its
+    /// spent state.
     global: Limiter,
     global_on: AtomicBool,
-    per_user: Option<KeyedLimiter<u64>>,
-    per_ip: Option<KeyedLimiter<IpAddr>>,
+    per_user: KeyedLimiter<u64>,
+    per_user_on: AtomicBool,
+    per_ip: KeyedLimiter<IpAddr>,
+    per_ip_on: AtomicBool,
     queue: Arc<RequestQueue>,
-    breaker: CircuitBreaker,
-    busy_message: Arc<str>,
+    breaker: ArcSwap<CircuitBreaker>,
+    busy_message: RwLock<Arc<str>>,
     capacity: f64,
+}
+
+/// A breaker on `config` that logs its changes and exports its state.
+fn breaker(config: &seckill_flowcontrol::BreakerConfig) -> CircuitBreaker {
+    let breaker = CircuitBreaker::new(config.clone());
+    breaker.on_state_change(|from, to| {
+        tracing::warn!(?from, ?to, "inventory circuit breaker changed state");
+        metrics::gauge!("seckill_circuit_breaker_state").set(breaker_gauge(to));
+    });
+    metrics::gauge!("seckill_circuit_breaker_state").set(breaker_gauge(breaker.state()));
+    breaker
+}
+
+fn keyed_quota(l: &crate::settings::KeyedLimit) -> Quota {
+    Quota::per_second(l.requests_per_second).with_burst(l.burst_size)
 }
 
 impl FlowControl {
     /// Builds the protections from settings.
     pub fn new(settings: &Settings) -> Self {
-        let breaker = CircuitBreaker::new(settings.circuit_breaker.clone());
-        breaker.on_state_change(|from, to| {
-            tracing::warn!(?from, ?to, "inventory circuit breaker changed state");
-            metrics::gauge!("seckill_circuit_breaker_state").set(breaker_gauge(to));
-        });
-        metrics::gauge!("seckill_circuit_breaker_state").set(breaker_gauge(breaker.state()));
         let rl = &settings.rate_limit;
         let keys = rl.max_keys;
         Self {
             degradation: Degradation::new(settings.degradation.threshold, 0.1),
-            auto_degrade: settings.degradation.enable,
+            auto_degrade: AtomicBool::new(settings.degradation.enable),
             global: Limiter::new(rl.algorithm, rl.quota()),
             global_on: AtomicBool::new(rl.enable),
-            per_user: rl.per_user.quota().map(|q| KeyedLimiter::new(q, keys)),
-            per_ip: rl.per_ip.quota().map(|q| KeyedLimiter::new(q, keys)),
+            per_user: KeyedLimiter::new(keyed_quota(&rl.per_user), keys),
+            per_user_on: AtomicBool::new(rl.per_user.enable),
+            per_ip: KeyedLimiter::new(keyed_quota(&rl.per_ip), keys),
+            per_ip_on: AtomicBool::new(rl.per_ip.enable),
             queue: Arc::new(RequestQueue::new(
                 settings.max_concurrent_requests,
                 settings.queue_size,
                 settings.queue_timeout,
             )),
-            breaker,
-            busy_message: settings.degradation.response_message.as_str().into(),
+            breaker: ArcSwap::from_pointee(breaker(&settings.circuit_breaker)),
+            busy_message: RwLock::new(settings.degradation.response_message.as_str().into()),
             capacity: (settings.max_concurrent_requests.get() + settings.queue_size) as f64,
         }
+    }
+
+    /// Applies the levers of `settings` — the rate limits, degradation and the breaker's
+    /// settings — at once, without a restart: every limiter keeps what it has handed out, so
+    /// a reload never hands out a fresh burst and a tightened limit applies to the next
+    /// request. A changed breaker configuration starts a new (closed) breaker. The queue and
+    /// `max_keys` keep their start values. Returns the sections that changed from `before`.
+    pub fn reload(&self, before: &Settings, settings: &Settings) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        let rl = &settings.rate_limit;
+        if rl != &before.rate_limit {
+            self.global.set(rl.algorithm, rl.quota());
+            self.global_on.store(rl.enable, Ordering::Relaxed);
+            self.per_user.set_quota(keyed_quota(&rl.per_user));
+            self.per_user_on
+                .store(rl.per_user.enable, Ordering::Relaxed);
+            self.per_ip.set_quota(keyed_quota(&rl.per_ip));
+            self.per_ip_on.store(rl.per_ip.enable, Ordering::Relaxed);
+            changed.push("seckill.rate_limit");
+        }
+        let d = &settings.degradation;
+        if d != &before.degradation {
+            // Validated with the rest of the settings: a bad threshold never gets here.
+            if let Err(e) = self.degradation.set_threshold(d.threshold) {
+                tracing::error!(error = %e, "seckill.degradation.threshold not applied");
+            }
+            self.auto_degrade.store(d.enable, Ordering::Relaxed);
+            *self.busy_message.write() = d.response_message.as_str().into();
+            changed.push("seckill.degradation");
+        }
+        if settings.circuit_breaker != before.circuit_breaker {
+            self.breaker
+                .store(Arc::new(breaker(&settings.circuit_breaker)));
+            changed.push("seckill.circuit_breaker");
+        }
+        changed
     }
 
     /// A "busy" error with the configured message.
     pub fn busy(&self, reason: BusyReason) -> ServiceError {
         ServiceError::Busy {
             reason,
-            message: self.busy_message.clone(),
+            message: self.busy_message(),
             retry_after: Some(BUSY_RETRY),
         }
     }
 
     /// The configured "busy" message.
-    pub fn busy_message(&self) -> &Arc<str> {
-        &self.busy_message
+    pub fn busy_message(&self) -> Arc<str> {
+        self.busy_message.read().clone()
     }
 
     /// Load: purchases in flight and waiting over the total capacity (slots plus queue).
@@ -94,7 +146,7 @@ impl FlowControl {
     pub fn is_degraded(&self) -> bool {
         self.degradation
             .forced()
-            .unwrap_or(self.auto_degrade && self.degradation.is_degraded())
+            .unwrap_or(self.auto_degrade.load(Ordering::Relaxed) && self.degradation.is_degraded())
     }
 
     /// Refuses the request when the service is degraded (automatically or by the operator).
@@ -104,7 +156,9 @@ impl FlowControl {
     pub fn check_degradation(&self, stats: &Stats) -> Result<(), ServiceError> {
         let degraded = match self.degradation.forced() {
             Some(forced) => forced,
-            None if self.auto_degrade => self.degradation.evaluate(self.load()),
+            None if self.auto_degrade.load(Ordering::Relaxed) => {
+                self.degradation.evaluate(self.load())
+            }
             None => false,
         };
         if degraded {
@@ -125,9 +179,12 @@ impl FlowControl {
         user_id: u64,
         ip: Option<IpAddr>,
     ) -> Result<(), ServiceError> {
-        let user = self.per_user.as_ref().map(|l| l.level(&user_id));
-        let ip_level = match (&self.per_ip, &ip) {
-            (Some(l), Some(ip)) => Some(l.level(ip)),
+        let user = self
+            .per_user_on
+            .load(Ordering::Relaxed)
+            .then(|| self.per_user.level(&user_id));
+        let ip_level = match &ip {
+            Some(ip) if self.per_ip_on.load(Ordering::Relaxed) => Some(self.per_ip.level(ip)),
             _ => None,
         };
         let mut levels: [(&dyn ChainLevel, LimitLevel); 3] = [
@@ -195,9 +252,10 @@ impl FlowControl {
         &self.queue
     }
 
-    /// The circuit breaker around the inventory backend.
-    pub fn breaker(&self) -> &CircuitBreaker {
-        &self.breaker
+    /// The circuit breaker around the inventory backend (the one in force: a reload with
+    /// other breaker settings replaces it).
+    pub fn breaker(&self) -> Arc<CircuitBreaker> {
+        self.breaker.load_full()
     }
 
     /// The degradation switch (for the operators' lever).

@@ -275,6 +275,8 @@ pub(crate) struct Inner {
     pub(crate) results: Arc<dyn ResultStore>,
     pub(crate) jobs: mpsc::Sender<Job>,
     pub(crate) settings: Settings,
+    /// The lever settings in force (the start's, then each reload's).
+    pub(crate) levers: parking_lot::Mutex<Settings>,
     pub(crate) started: Instant,
     /// `seckill_purchase_duration_seconds`, resolved once.
     pub(crate) purchase_latency: metrics::Histogram,
@@ -320,6 +322,7 @@ impl Service {
             stats: Stats::default(),
             results,
             jobs: tx.clone(),
+            levers: parking_lot::Mutex::new(settings.clone()),
             settings,
             started: Instant::now(),
             purchase_latency: metrics::histogram!("seckill_purchase_duration_seconds"),
@@ -359,9 +362,24 @@ impl Service {
         &self.0.flow
     }
 
-    /// The settings the service runs with.
+    /// The settings the service started with.
     pub fn settings(&self) -> &Settings {
         &self.0.settings
+    }
+
+    /// Applies the levers of `settings` (validated: see [`Settings::validate`]) at once —
+    /// rate limits, degradation, the breaker's settings; see [`FlowControl::reload`] — and
+    /// returns the sections that changed since the start or the last reload. The operators'
+    /// levers set over the API are replaced by the file's values for the sections that
+    /// changed in it.
+    pub fn reload(&self, settings: &Settings) -> Vec<&'static str> {
+        let mut levers = self.0.levers.lock();
+        let changed = self.0.flow.reload(&levers, settings);
+        *levers = settings.clone();
+        if !changed.is_empty() {
+            tracing::warn!(?changed, "levers reloaded from the configuration");
+        }
+        changed
     }
 
     /// Request counters.

@@ -422,11 +422,11 @@ impl Inner {
         &self,
         req: &PurchaseRequest,
     ) -> Result<PurchaseOutcome, ServiceError> {
-        let call = self.flow.breaker().try_acquire().map_err(|open| {
+        let call = self.flow.breaker().try_acquire_owned().map_err(|open| {
             self.stats.count(Outcome::BackendUnavailable);
             ServiceError::Busy {
                 reason: BusyReason::BackendUnavailable,
-                message: self.flow.busy_message().clone(),
+                message: self.flow.busy_message(),
                 retry_after: Some(open.retry_after),
             }
         })?;
