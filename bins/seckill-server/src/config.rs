@@ -88,12 +88,25 @@ pub struct MqConfig {
     pub kafka: KafkaSettings,
 }
 
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Plain,
+    /// One JSON object per line (fields, spans with the request id).
+    Json,
+}
+
 /// `telemetry.*`
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TelemetryConfig {
     /// Log filter (overridden by `RUST_LOG`).
     pub log_level: String,
+    /// `plain` or `json`.
+    pub log_format: LogFormat,
     /// Whether `/metrics` serves the Prometheus exposition.
     pub metrics: bool,
 }
@@ -102,6 +115,7 @@ impl Default for TelemetryConfig {
     fn default() -> Self {
         Self {
             log_level: "info".into(),
+            log_format: LogFormat::Plain,
             metrics: true,
         }
     }

@@ -7,7 +7,7 @@ use metrics_exporter_prometheus::PrometheusBuilder;
 use seckill_api::MetricsRender;
 use tracing_subscriber::EnvFilter;
 
-use crate::config::TelemetryConfig;
+use crate::config::{LogFormat, TelemetryConfig};
 
 /// Installs the log subscriber (`RUST_LOG` wins over `telemetry.log_level`).
 pub fn init_logging(cfg: &TelemetryConfig) {
@@ -20,10 +20,17 @@ pub fn init_logging(cfg: &TelemetryConfig) {
             cfg.log_level
         ))
     });
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false)
-        .init();
+        .with_target(false);
+    match cfg.log_format {
+        LogFormat::Plain => fmt.init(),
+        LogFormat::Json => fmt
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
 }
 
 /// Installs the Prometheus recorder and returns what renders `/metrics`; `None` when disabled.

@@ -1,5 +1,6 @@
 //! SIGHUP reloads the levers from the configuration file: a tightened limit applies at once,
-//! a changed limit hands out no fresh burst, and a broken file changes nothing.
+//! a changed limit hands out no fresh burst, and a broken file changes nothing. The server
+//! logs JSON lines here, each request's with its request id.
 
 #![cfg(unix)]
 
@@ -65,6 +66,7 @@ async fn sighup_reloads_the_levers_and_refuses_a_broken_file() {
         .env("SECKILL_SERVER__HOST", "127.0.0.1")
         .env("SECKILL_SERVER__PORT", port.to_string())
         .env("SECKILL_SERVER__GRPC_PORT", free_port().to_string())
+        .env("SECKILL_TELEMETRY__LOG_FORMAT", "json")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -79,7 +81,8 @@ async fn sighup_reloads_the_levers_and_refuses_a_broken_file() {
             let _ = tx.send(line);
         }
     });
-    next_line(&lines, "seckill-server listening");
+    let up: Value = serde_json::from_str(&next_line(&lines, "seckill-server listening")).unwrap();
+    assert_eq!(up["level"], "INFO", "{up}");
     let hup = || {
         assert!(
             Command::new("kill")
@@ -95,7 +98,13 @@ async fn sighup_reloads_the_levers_and_refuses_a_broken_file() {
     let post = |path: &str, body: Value| {
         let (client, url) = (client.clone(), format!("{base}{path}"));
         async move {
-            let r = client.post(url).json(&body).send().await.unwrap();
+            let r = client
+                .post(url)
+                .header("x-request-id", "sighup-test")
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
             let status = r.status().as_u16();
             (status, r.json::<Value>().await.unwrap_or(Value::Null))
         }
@@ -111,6 +120,11 @@ async fn sighup_reloads_the_levers_and_refuses_a_broken_file() {
     )
     .await;
     assert_eq!(st, 200, "{v}");
+    let prewarmed: Value = serde_json::from_str(&next_line(&lines, "activity prewarmed")).unwrap();
+    assert_eq!(
+        prewarmed["span"]["request_id"], "sighup-test",
+        "{prewarmed}"
+    );
     let mut user = 0u64;
     let mut buy = |n: usize| {
         let users: Vec<u64> = (0..n)

@@ -57,6 +57,7 @@ fn finish(routes: Router<AppState>, state: AppState) -> Router {
     routes
         .fallback(|| async { ApiError::RouteNotFound("no such route").into_response() })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed.into_response() })
+        .layer(axum::middleware::from_fn(crate::request_id::layer))
         .with_state(state)
 }
 

@@ -225,7 +225,10 @@ mod tests {
         assert!(!d.evaluate(0.39));
         assert!(d.set_threshold(0.05).is_err(), "below the hysteresis");
         assert!(d.set_threshold(f64::NAN).is_err());
-        assert!((d.threshold() - 0.5).abs() < 1e-9, "a refused change changes nothing");
+        assert!(
+            (d.threshold() - 0.5).abs() < 1e-9,
+            "a refused change changes nothing"
+        );
     }
 
     #[test]

@@ -50,6 +50,9 @@ fn a_quota_change_keeps_every_key_s_spent_permits() {
     assert!(limiter.try_acquire(&2u64, 3).is_ok());
     limiter.set_quota(Quota::per_second(nz(1)).with_burst(nz(1)));
     clock.advance(Duration::from_secs(1));
-    assert!(limiter.try_acquire(&3u64, 2).is_err(), "above the new burst");
+    assert!(
+        limiter.try_acquire(&3u64, 2).is_err(),
+        "above the new burst"
+    );
     assert!(limiter.try_acquire(&3u64, 1).is_ok());
 }
