@@ -47,6 +47,9 @@ pub fn init_metrics(cfg: &TelemetryConfig) -> anyhow::Result<Option<MetricsRende
         ])?
         .install_recorder()?;
     seckill_service::describe_metrics();
+    // Process CPU, memory, open file descriptors and threads, read at each scrape.
+    let process = metrics_process::Collector::default();
+    process.describe();
     let upkeep = handle.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
@@ -55,7 +58,10 @@ pub fn init_metrics(cfg: &TelemetryConfig) -> anyhow::Result<Option<MetricsRende
             upkeep.run_upkeep();
         }
     });
-    Ok(Some(Arc::new(move || handle.render())))
+    Ok(Some(Arc::new(move || {
+        process.collect();
+        handle.render()
+    })))
 }
 
 #[cfg(test)]

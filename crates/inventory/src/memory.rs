@@ -632,6 +632,10 @@ impl Inventory for MemoryInventory {
         Ok(self.outbox.state.lock().entries.len() as u64)
     }
 
+    async fn products(&self) -> Result<Vec<u64>, InventoryError> {
+        Ok(self.products.load().keys().copied().collect())
+    }
+
     async fn ping(&self) -> Result<(), InventoryError> {
         Ok(())
     }

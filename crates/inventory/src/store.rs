@@ -115,4 +115,17 @@ pub trait Inventory: Send + Sync + 'static {
     /// # Errors
     /// The backend is unreachable.
     async fn ping(&self) -> Result<(), InventoryError>;
+
+    /// The products with a loaded sale (for per-product gauges). The default knows none.
+    ///
+    /// # Errors
+    /// Backend failures.
+    async fn products(&self) -> Result<Vec<u64>, InventoryError> {
+        Ok(Vec::new())
+    }
+
+    /// The backend's connections, `(connected, configured)`, when it keeps a pool.
+    fn connections(&self) -> Option<(usize, usize)> {
+        None
+    }
 }

@@ -15,7 +15,7 @@ use seckill_flowcontrol::{
 
 use crate::error::{BusyReason, LimitLevel, ServiceError};
 use crate::settings::Settings;
-use crate::stats::{Outcome, Stats};
+use crate::stats::{Outcome, Rejection, Stats};
 
 /// How long a "busy" answer asks the client to wait.
 const BUSY_RETRY: Duration = Duration::from_secs(1);
@@ -163,6 +163,7 @@ impl FlowControl {
         };
         if degraded {
             stats.count(Outcome::Degraded);
+            stats.reject(Rejection::Degraded);
             return Err(self.busy(BusyReason::Degraded));
         }
         Ok(())
@@ -211,6 +212,11 @@ impl FlowControl {
         check_chain(&chain[..n], 1).map_err(|r| {
             stats.count(Outcome::RateLimited);
             let level = levels[r.level].1;
+            stats.reject(match level {
+                LimitLevel::Global => Rejection::Global,
+                LimitLevel::User => Rejection::User,
+                LimitLevel::Ip => Rejection::Ip,
+            });
             metrics::counter!("seckill_rate_limited_total", "level" => level.as_str()).increment(1);
             ServiceError::RateLimited {
                 level,

@@ -108,7 +108,7 @@ pub use results::{
     AsyncResult, AsyncResults, AsyncStatus, DEFAULT_RESULT_CAPACITY, ResultStore, ResultStoreError,
 };
 pub use settings::{ConfigError, DegradationSettings, KeyedLimit, RateLimits, Settings};
-pub use stats::{Outcome, OutcomeCount, Stats};
+pub use stats::{Outcome, OutcomeCount, Rejection, Stats};
 
 use crate::pipeline::Job;
 
@@ -126,6 +126,21 @@ pub fn describe_metrics() {
         "seckill_purchase_duration_seconds",
         Unit::Seconds,
         "Time to answer a synchronous purchase, whatever the answer."
+    );
+    describe_counter!(
+        "seckill_rejections_total",
+        Unit::Count,
+        "Purchases refused by a protection, by level (global, user, ip: rate limits; queue; breaker; degraded)."
+    );
+    describe_gauge!(
+        "seckill_stock_remaining",
+        Unit::Count,
+        "Items left on sale, by product with a loaded sale (1000 products at most), every 5 s."
+    );
+    describe_gauge!(
+        "seckill_redis_pool_connections",
+        Unit::Count,
+        "Connections of the Redis pool, by state (connected, configured)."
     );
     describe_counter!(
         "seckill_rate_limited_total",
@@ -421,11 +436,33 @@ impl Inner {
 /// Exports the service's levels as gauges every second while the service lives: the request
 /// queue, the load and degradation, and the pipeline's backlog.
 async fn report_gauges(inner: std::sync::Weak<Inner>) {
+    /// Products whose stock is exported at most (a bounded label set).
+    const STOCK_PRODUCTS: usize = 1000;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks = 0u64;
     loop {
         tick.tick().await;
+        ticks += 1;
         let Some(s) = inner.upgrade() else { return };
+        if let Some((up, size)) = s.inventory.connections() {
+            metrics::gauge!("seckill_redis_pool_connections", "state" => "connected")
+                .set(up as f64);
+            metrics::gauge!("seckill_redis_pool_connections", "state" => "configured")
+                .set(size as f64);
+        }
+        // Every 5 s: the stock of each product on sale.
+        if ticks % 5 == 1 {
+            if let Ok(mut products) = s.inventory.products().await {
+                products.sort_unstable();
+                for p in products.into_iter().take(STOCK_PRODUCTS) {
+                    if let Ok(Some(st)) = s.inventory.stats(p).await {
+                        metrics::gauge!("seckill_stock_remaining", "product_id" => p.to_string())
+                            .set(st.remaining_stock as f64);
+                    }
+                }
+            }
+        }
         let q = s.flow.queue();
         metrics::gauge!("seckill_requests_in_flight").set(q.in_flight() as f64);
         metrics::gauge!("seckill_request_queue_waiting").set(q.waiting() as f64);

@@ -146,6 +146,7 @@ impl Service {
         s.admit(purchase, caller.peer()).await?;
         let _slot = s.flow.queue().acquire().await.map_err(|_| {
             s.stats.count(Outcome::QueueFull);
+            s.stats.reject(crate::stats::Rejection::Queue);
             s.flow.busy(BusyReason::QueueFull)
         })?;
         s.guarded_purchase(request).await
@@ -199,6 +200,7 @@ impl Service {
             return Err(match e {
                 TrySendError::Full(_) => {
                     s.stats.count(Outcome::QueueFull);
+                    s.stats.reject(crate::stats::Rejection::Queue);
                     s.flow.busy(BusyReason::QueueFull)
                 }
                 // The pipeline is stopping: nothing publishes any more.
@@ -424,6 +426,7 @@ impl Inner {
     ) -> Result<PurchaseOutcome, ServiceError> {
         let call = self.flow.breaker().try_acquire_owned().map_err(|open| {
             self.stats.count(Outcome::BackendUnavailable);
+            self.stats.reject(crate::stats::Rejection::Breaker);
             ServiceError::Busy {
                 reason: BusyReason::BackendUnavailable,
                 message: self.flow.busy_message(),

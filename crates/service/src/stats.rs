@@ -74,6 +74,48 @@ impl Outcome {
 pub struct Stats {
     counts: [AtomicU64; 12],
     metrics: [metrics::Counter; 12],
+    rejections: [metrics::Counter; 6],
+}
+
+/// The protection that refused a purchase: `seckill_rejections_total{level}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(usize)]
+pub enum Rejection {
+    /// The global rate limit.
+    Global,
+    /// The buyer's rate limit.
+    User,
+    /// The client address's rate limit.
+    Ip,
+    /// The request queue was full, or the wait in it timed out.
+    Queue,
+    /// The circuit breaker is open.
+    Breaker,
+    /// Load shedding.
+    Degraded,
+}
+
+impl Rejection {
+    const ALL: [Rejection; 6] = [
+        Rejection::Global,
+        Rejection::User,
+        Rejection::Ip,
+        Rejection::Queue,
+        Rejection::Breaker,
+        Rejection::Degraded,
+    ];
+
+    /// Its label.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Global => "global",
+            Self::User => "user",
+            Self::Ip => "ip",
+            Self::Queue => "queue",
+            Self::Breaker => "breaker",
+            Self::Degraded => "degraded",
+        }
+    }
 }
 
 impl Default for Stats {
@@ -83,6 +125,9 @@ impl Default for Stats {
             metrics: Outcome::ALL.map(
                 |o| metrics::counter!("seckill_purchase_requests_total", "outcome" => o.name()),
             ),
+            // Registered now, so every level is a series from the start.
+            rejections: Rejection::ALL
+                .map(|r| metrics::counter!("seckill_rejections_total", "level" => r.name())),
         }
     }
 }
@@ -92,6 +137,11 @@ impl Stats {
     pub fn count(&self, outcome: Outcome) {
         self.counts[outcome as usize].fetch_add(1, Ordering::Relaxed);
         self.metrics[outcome as usize].increment(1);
+    }
+
+    /// Counts a purchase a protection refused.
+    pub fn reject(&self, by: Rejection) {
+        self.rejections[by as usize].increment(1);
     }
 
     /// How many requests ended with `outcome`.

@@ -36,6 +36,13 @@ pub(crate) fn backend(e: fred::error::Error) -> InventoryError {
 }
 
 impl RedisClient {
+    /// The pool's connections: `(connected, configured)`.
+    pub fn connections(&self) -> (usize, usize) {
+        let clients = self.pool.clients();
+        let up = clients.iter().filter(|c| c.is_connected()).count();
+        (up, clients.len())
+    }
+
     /// Connects to the server of `config` (its `host`, `port`, `password`, `db`,
     /// `pool_size` and timeouts), waiting up to `connect_timeout` for the first connection.
     ///

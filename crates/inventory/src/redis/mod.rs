@@ -735,6 +735,14 @@ impl Inventory for RedisInventory {
             .sum())
     }
 
+    async fn products(&self) -> Result<Vec<u64>, InventoryError> {
+        self.inner.products().await
+    }
+
+    fn connections(&self) -> Option<(usize, usize)> {
+        Some(self.inner.client.connections())
+    }
+
     async fn ping(&self) -> Result<(), InventoryError> {
         use fred::interfaces::ClientLike;
         self.inner
