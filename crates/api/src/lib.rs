@@ -29,6 +29,7 @@
 mod handlers;
 
 pub mod error;
+pub mod openapi;
 pub mod request_id;
 pub mod router;
 mod serve;

@@ -38,6 +38,7 @@ fn public() -> Router<AppState> {
         )
         .route("/api/v1/seckill/token/{product_id}", get(antibot::token))
         .route("/health", get(query::health))
+        .route("/api/v1/openapi.json", get(crate::openapi::openapi_json))
 }
 
 /// The admin plane; every handler checks the caller through the service.

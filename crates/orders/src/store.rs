@@ -11,6 +11,7 @@ use crate::OrderError;
 
 /// Where an order is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum OrderStatus {
     /// Stored, waiting for the buyer to pay before its deadline.
@@ -44,6 +45,7 @@ impl OrderStatus {
 
 /// A stored order.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Order {
     /// `"{product_id}-{seq}"`, unique.
     pub order_id: String,

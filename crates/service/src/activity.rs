@@ -15,6 +15,7 @@ const MAX_PRICE: f64 = 1e10;
 /// An activity as a front received it, before validation: the specification's prewarm body
 /// plus `per_user_limit` (default 1) and `force` (default false).
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ActivityInput {
     /// The product (> 0).
     pub product_id: u64,
@@ -98,6 +99,7 @@ impl ActivityInput {
 
 /// The answer to a prewarm.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Prewarmed {
     /// The product.
     pub product_id: u64,
@@ -119,6 +121,7 @@ pub struct Prewarmed {
 /// One product's sale. The ledger `initial_stock = remaining_stock + live orders + in_transit`
 /// holds at every moment.
 #[derive(Clone, Debug, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProductStats {
     /// The product.
     pub product_id: u64,
@@ -156,6 +159,7 @@ pub struct ProductStats {
 
 /// Whether a buyer holds a purchase of a product.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Purchased {
     /// The product.
     pub product_id: u64,

@@ -14,6 +14,7 @@ use crate::{Caller, PURCHASE_WORKERS_GROUP, Service};
 
 /// The degradation lever's positions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum DegradationMode {
     /// Refuse every purchase with the busy message.
@@ -74,6 +75,7 @@ pub struct RateLimitChange {
 
 /// The global rate limit, as answered by the lever.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RateLimitView {
     /// Whether it is on.
     pub enable: bool,
@@ -98,6 +100,7 @@ impl RateLimitView {
 
 /// The whole service at a glance.
 #[derive(Clone, Debug, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SystemStats {
     /// Seconds since start.
     pub uptime_seconds: u64,

@@ -61,6 +61,7 @@ const SALE_WINDOWS: usize = 10_000;
 
 /// A sale, as answered to the buyer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Sale {
     /// The order.
     pub order_id: String,

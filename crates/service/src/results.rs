@@ -13,6 +13,7 @@ use crate::error::ServiceError;
 
 /// The state of an asynchronous purchase.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum AsyncStatus {
     /// Accepted, not run yet.

@@ -163,6 +163,7 @@ impl Stats {
 
 /// One line of [`Stats::snapshot`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OutcomeCount {
     /// The outcome's label.
     pub outcome: &'static str,

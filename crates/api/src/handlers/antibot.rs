@@ -53,6 +53,8 @@ fn when_on<T: Serialize>(r: Result<Option<T>, ServiceError>, off: &'static str) 
     }
 }
 
+#[utoipa::path(get, path = "/api/v1/seckill/challenge/{product_id}", tag = "buyers", security((), ("bearer" = [])), params(("product_id" = u64, Path, minimum = 1), ("user_id" = Option<u64>, Query, description = "the buyer (auth.mode none)"), ("challenge" = Option<String>, Query), ("solution" = Option<String>, Query), ("x-request-id" = Option<String>, Header, description = "echoed; a fresh id when absent")),
+    responses((status = 200, description = "A proof-of-work challenge", body = crate::openapi::Envelope<seckill_service::IssuedChallenge>), crate::openapi::Errors))]
 /// A challenge to solve before asking for a purchase token.
 pub(crate) async fn challenge(
     State(s): State<AppState>,
@@ -65,6 +67,8 @@ pub(crate) async fn challenge(
     )
 }
 
+#[utoipa::path(get, path = "/api/v1/seckill/token/{product_id}", tag = "buyers", security((), ("bearer" = [])), params(("product_id" = u64, Path, minimum = 1), ("user_id" = Option<u64>, Query, description = "the buyer (auth.mode none)"), ("challenge" = Option<String>, Query), ("solution" = Option<String>, Query), ("x-request-id" = Option<String>, Header, description = "echoed; a fresh id when absent")),
+    responses((status = 200, description = "A single-use purchase token", body = crate::openapi::Envelope<seckill_service::IssuedToken>), crate::openapi::Errors))]
 /// A single-use purchase token for the buyer and the product, from the sale's start.
 pub(crate) async fn token(
     State(s): State<AppState>,

@@ -9,10 +9,12 @@ use serde::Serialize;
 use super::{Auth, JsonOnly, Params, answer};
 use crate::AppState;
 
-#[derive(Serialize)]
-struct OrderView {
+/// An order, with its unit price.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct OrderView {
     #[serde(flatten)]
     order: Order,
+    /// Unit price.
     price: f64,
 }
 
@@ -23,6 +25,8 @@ fn view(result: Result<Order, ServiceError>) -> Response {
     }))
 }
 
+#[utoipa::path(get, path = "/api/v1/seckill/orders/{order_id}", tag = "buyers", security((), ("bearer" = [])), params(("order_id" = String, Path, description = "{product_id}-{sequence}"), ("x-request-id" = Option<String>, Header, description = "echoed; a fresh id when absent")),
+    responses((status = 200, description = "The order", body = crate::openapi::Envelope<OrderView>), crate::openapi::Errors))]
 /// `GET /api/v1/seckill/orders/{orderId}`: a stored order, for its buyer or an operator.
 pub(crate) async fn get(
     State(s): State<AppState>,
@@ -32,6 +36,9 @@ pub(crate) async fn get(
     view(s.service.order(&caller, &id).await)
 }
 
+#[utoipa::path(post, path = "/api/v1/seckill/orders/{order_id}/pay", tag = "buyers", security((), ("bearer" = [])), params(("order_id" = String, Path, description = "{product_id}-{sequence}"), ("x-request-id" = Option<String>, Header, description = "echoed; a fresh id when absent")),
+    request_body(content = Option<serde_json::Value>, description = "empty, or any JSON object", content_type = "application/json"),
+    responses((status = 200, description = "Paid", body = crate::openapi::Envelope<OrderView>), crate::openapi::Errors))]
 /// Pays an order awaiting payment (the payment service). Paying a paid order again answers the
 /// order (idempotent).
 pub(crate) async fn pay(
@@ -43,6 +50,9 @@ pub(crate) async fn pay(
     view(s.service.pay(&caller, &id).await)
 }
 
+#[utoipa::path(post, path = "/api/v1/seckill/orders/{order_id}/cancel", tag = "buyers", security((), ("bearer" = [])), params(("order_id" = String, Path, description = "{product_id}-{sequence}"), ("x-request-id" = Option<String>, Header, description = "echoed; a fresh id when absent")),
+    request_body(content = Option<serde_json::Value>, description = "empty, or any JSON object", content_type = "application/json"),
+    responses((status = 200, description = "Cancelled: its items are back on sale", body = crate::openapi::Envelope<OrderView>), crate::openapi::Errors))]
 /// Cancels an order awaiting payment (its buyer or an operator) and puts its items back on
 /// sale. Cancelling a cancelled order again answers the order (idempotent).
 pub(crate) async fn cancel(

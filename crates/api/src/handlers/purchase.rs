@@ -11,8 +11,9 @@ use serde::{Deserialize, Serialize};
 use super::{Auth, Kind, Params, caller, envelope, ok, parse_json, read_body};
 use crate::{ApiError, AppState};
 
-#[derive(Deserialize)]
-struct PurchaseBody {
+/// A purchase.
+#[derive(Deserialize, utoipa::ToSchema)]
+pub(crate) struct PurchaseBody {
     product_id: u64,
     #[serde(default)]
     user_id: Option<u64>,
@@ -66,6 +67,9 @@ async fn read(s: &AppState, req: Request) -> Result<(Purchase, Caller), ApiError
     Ok((request, caller))
 }
 
+#[utoipa::path(post, path = "/api/v1/seckill/purchase", tag = "buyers", security((), ("bearer" = [])),
+    request_body = PurchaseBody, params(("Idempotency-Key" = Option<String>, Header, description = "1 to 128 visible ASCII characters: a retry with the same key is answered as the first time"), ("x-request-id" = Option<String>, Header, description = "echoed; a fresh id when absent")),
+    responses((status = 200, description = "Sold", body = crate::openapi::Envelope<seckill_service::Sale>), crate::openapi::Errors))]
 /// Synchronous purchase.
 pub(crate) async fn purchase(State(s): State<AppState>, req: Request) -> Response {
     let started = std::time::Instant::now();
@@ -84,12 +88,16 @@ pub(crate) async fn purchase(State(s): State<AppState>, req: Request) -> Respons
     response
 }
 
-#[derive(Serialize)]
-struct AcceptedView<'a> {
+/// An accepted asynchronous purchase.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct AcceptedView<'a> {
     request_id: &'a str,
     status: &'static str,
 }
 
+#[utoipa::path(post, path = "/api/v1/seckill/purchase/async", tag = "buyers", security((), ("bearer" = [])),
+    request_body = PurchaseBody, params(("Idempotency-Key" = Option<String>, Header, description = "1 to 128 visible ASCII characters: a retry with the same key is answered as the first time"), ("x-request-id" = Option<String>, Header, description = "echoed; a fresh id when absent")),
+    responses((status = 202, description = "Accepted: poll its result", body = crate::openapi::Envelope<AcceptedView<'static>>), crate::openapi::Errors))]
 /// Asynchronous purchase: published to the broker (confirmed) before the 202 with the request
 /// id to poll.
 pub(crate) async fn purchase_async(State(s): State<AppState>, req: Request) -> Response {
@@ -118,13 +126,17 @@ pub(crate) async fn purchase_async(State(s): State<AppState>, req: Request) -> R
     result.await.unwrap_or_else(IntoResponse::into_response)
 }
 
-#[derive(Serialize)]
-struct ResultView<'a> {
+/// An asynchronous purchase's state.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct ResultView<'a> {
     request_id: &'a str,
     #[serde(flatten)]
     status: AsyncStatus,
 }
 
+#[utoipa::path(get, path = "/api/v1/seckill/result/{request_id}", tag = "buyers", security((), ("bearer" = [])),
+    params(("request_id" = String, Path, description = "32 hexadecimal digits"), ("x-request-id" = Option<String>, Header, description = "echoed; a fresh id when absent")),
+    responses((status = 200, description = "Pending, success or failed", body = crate::openapi::Envelope<ResultView<'static>>), crate::openapi::Errors))]
 /// The state of an asynchronous purchase.
 pub(crate) async fn result(
     State(s): State<AppState>,

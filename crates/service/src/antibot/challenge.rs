@@ -6,6 +6,7 @@ use super::ledger::LedgerError;
 
 /// A challenge handed to a buyer.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct IssuedChallenge {
     /// The challenge, URL-safe ASCII, answered as it is.
     pub challenge: String,

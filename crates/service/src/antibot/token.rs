@@ -19,6 +19,7 @@ pub(crate) const CLOCK_SKEW: Duration = Duration::from_secs(5);
 
 /// A purchase token handed to a buyer.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct IssuedToken {
     /// The token: `v1.<buyer>.<product>.<epoch>.<expires_at_ms>.<nonce>.<mac>`, URL-safe ASCII.
     pub token: String,
