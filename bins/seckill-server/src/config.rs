@@ -107,6 +107,11 @@ pub struct TelemetryConfig {
     pub log_level: String,
     /// `plain` or `json`.
     pub log_format: LogFormat,
+    /// Where spans are exported with OTLP over HTTP (e.g. `http://127.0.0.1:4318`; builds
+    /// with the `otlp` feature); none: no export.
+    pub otlp_endpoint: Option<String>,
+    /// The `service.name` of the exported spans.
+    pub service_name: String,
     /// Whether `/metrics` serves the Prometheus exposition.
     pub metrics: bool,
 }
@@ -116,6 +121,8 @@ impl Default for TelemetryConfig {
         Self {
             log_level: "info".into(),
             log_format: LogFormat::Plain,
+            otlp_endpoint: None,
+            service_name: "seckill".into(),
             metrics: true,
         }
     }

@@ -182,13 +182,15 @@ async fn main() -> ExitCode {
             }
         };
     }
-    match run(config, file).await {
+    let code = match run(config, file).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("seckill-server failed: {e:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    telemetry::shutdown();
+    code
 }
 
 async fn run(config: Config, file: FileChoice) -> anyhow::Result<()> {

@@ -5,11 +5,72 @@ use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusBuilder;
 use seckill_api::MetricsRender;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::{Layered, SubscriberExt};
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 use crate::config::{LogFormat, TelemetryConfig};
 
-/// Installs the log subscriber (`RUST_LOG` wins over `telemetry.log_level`).
+/// What the layers stack on: the registry under the log filter.
+type Filtered = Layered<EnvFilter, Registry>;
+/// One layer of the subscriber.
+type BoxedLayer = Box<dyn Layer<Filtered> + Send + Sync>;
+
+#[cfg(feature = "otlp")]
+static TRACER_PROVIDER: std::sync::OnceLock<opentelemetry_sdk::trace::SdkTracerProvider> =
+    std::sync::OnceLock::new();
+
+/// The OpenTelemetry layer exporting spans over OTLP (HTTP/protobuf) to
+/// `telemetry.otlp_endpoint`, when set.
+#[cfg(feature = "otlp")]
+fn otlp_layer(cfg: &TelemetryConfig) -> Option<BoxedLayer> {
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_otlp::WithExportConfig;
+    let endpoint = cfg.otlp_endpoint.as_deref()?;
+    let exporter = match opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_endpoint(format!("{}/v1/traces", endpoint.trim_end_matches('/')))
+        .build()
+    {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("seckill-server: OTLP export to {endpoint} is off: {e}");
+            return None;
+        }
+    };
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(
+            opentelemetry_sdk::Resource::builder()
+                .with_service_name(cfg.service_name.clone())
+                .build(),
+        )
+        .build();
+    let tracer = provider.tracer("seckill");
+    let _ = TRACER_PROVIDER.set(provider);
+    Some(tracing_opentelemetry::layer().with_tracer(tracer).boxed())
+}
+
+#[cfg(not(feature = "otlp"))]
+fn otlp_layer(cfg: &TelemetryConfig) -> Option<BoxedLayer> {
+    if let Some(endpoint) = &cfg.otlp_endpoint {
+        eprintln!(
+            "seckill-server: telemetry.otlp_endpoint is {endpoint}, but this build has no OTLP export (cargo feature otlp)"
+        );
+    }
+    None
+}
+
+/// Sends the spans not exported yet (at exit).
+pub fn shutdown() {
+    #[cfg(feature = "otlp")]
+    if let Some(p) = TRACER_PROVIDER.get() {
+        let _ = p.shutdown();
+    }
+}
+
+/// Installs the log subscriber (`RUST_LOG` wins over `telemetry.log_level`), and the OTLP
+/// span export when configured.
 pub fn init_logging(cfg: &TelemetryConfig) {
     // rskafka logs every broker connection at info, and warns whenever a batch producer is
     // dropped, pending records or not (a publish that really lost records fails, and that is
@@ -20,17 +81,20 @@ pub fn init_logging(cfg: &TelemetryConfig) {
             cfg.log_level
         ))
     });
-    let fmt = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false);
-    match cfg.log_format {
-        LogFormat::Plain => fmt.init(),
+    let fmt = tracing_subscriber::fmt::layer().with_target(false);
+    let fmt: BoxedLayer = match cfg.log_format {
+        LogFormat::Plain => fmt.boxed(),
         LogFormat::Json => fmt
             .json()
             .with_current_span(true)
             .with_span_list(false)
-            .init(),
-    }
+            .boxed(),
+    };
+    let layers: Vec<BoxedLayer> = std::iter::once(fmt).chain(otlp_layer(cfg)).collect();
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(layers)
+        .init();
 }
 
 /// Installs the Prometheus recorder and returns what renders `/metrics`; `None` when disabled.

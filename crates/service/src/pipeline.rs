@@ -12,6 +12,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+use tracing::Instrument;
 
 use seckill_inventory::{Inventory, OutboxEntry, PurchaseRequest};
 use seckill_mq::{Broker, Envelope, Message, MqError, OrderCreated, PurchaseRequested, Topic};
@@ -107,21 +108,30 @@ async fn relay(inventory: Arc<dyn Inventory>, broker: Arc<dyn Broker>, stop: Can
                 continue;
             }
         };
-        let envelopes: Vec<Envelope> = batch.iter().map(order_created).collect();
-        while let Err(e) = broker.publish_batch(&envelopes).await {
-            tracing::warn!(error = %e, n = envelopes.len(), "relay: publishing failed; the sales stay in the outbox");
-            if delay.wait(&stop).await {
-                return;
+        let span = tracing::info_span!("relay", sales = batch.len());
+        let relayed_all = async {
+            let envelopes: Vec<Envelope> = batch.iter().map(order_created).collect();
+            while let Err(e) = broker.publish_batch(&envelopes).await {
+                tracing::warn!(error = %e, n = envelopes.len(), "relay: publishing failed; the sales stay in the outbox");
+                if delay.wait(&stop).await {
+                    return false;
+                }
             }
-        }
-        let ids: Vec<String> = batch.into_iter().map(|e| e.id).collect();
-        while let Err(e) = inventory.outbox_ack(&ids).await {
-            tracing::warn!(error = %e, "relay: acknowledging the outbox failed");
-            if delay.wait(&stop).await {
-                return;
+            let ids: Vec<String> = batch.into_iter().map(|e| e.id).collect();
+            while let Err(e) = inventory.outbox_ack(&ids).await {
+                tracing::warn!(error = %e, "relay: acknowledging the outbox failed");
+                if delay.wait(&stop).await {
+                    return false;
+                }
             }
+            relayed.increment(ids.len() as u64);
+            true
         }
-        relayed.increment(ids.len() as u64);
+        .instrument(span)
+        .await;
+        if !relayed_all {
+            return;
+        }
         delay.reset();
     }
 }
