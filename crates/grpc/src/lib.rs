@@ -29,6 +29,7 @@ use seckill_service::{
     Caller, ChallengeAnswer, DegradationMode, PurchaseInput, RateLimitChange, RateLimitView, Sale,
     Service, ServiceError,
 };
+use tonic::codegen::http;
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Request, Response, Status};
 
@@ -516,6 +517,69 @@ impl Seckill for GrpcApi {
     }
 }
 
+/// Runs each call inside a `grpc` span carrying its request id (the caller's `x-request-id`
+/// metadata when usable, else a fresh one) and answers with the id in the same metadata key.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RequestIdLayer;
+
+impl<S> tower_layer::Layer<S> for RequestIdLayer {
+    type Service = WithRequestId<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        WithRequestId(inner)
+    }
+}
+
+/// The service [`RequestIdLayer`] wraps.
+#[derive(Clone, Debug)]
+pub struct WithRequestId<S>(S);
+
+impl<S, B, R> tower_service::Service<http::Request<B>> for WithRequestId<S>
+where
+    S: tower_service::Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
+    S::Error: 'static,
+    R: 'static,
+{
+    type Response = http::Response<R>;
+    type Error = S::Error;
+    type Future = std::pin::Pin<
+        Box<dyn Future<Output = Result<http::Response<R>, S::Error>> + Send + 'static>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        use seckill_service::request_id;
+        use tracing::Instrument;
+        let id = request_id::of(
+            req.headers()
+                .get(request_id::HEADER)
+                .and_then(|v| v.to_str().ok()),
+        );
+        let span = tracing::info_span!("grpc", request_id = %id, method = %req.uri().path());
+        let call = {
+            let _entered = span.enter();
+            self.0.call(req)
+        };
+        Box::pin(
+            async move {
+                let mut response = call.await?;
+                if let Ok(v) = http::HeaderValue::from_str(&id) {
+                    response.headers_mut().insert(request_id::HEADER, v);
+                }
+                Ok(response)
+            }
+            .instrument(span),
+        )
+    }
+}
+
 /// Serves the gRPC API of `service` on `listener`, with server reflection and the
 /// `grpc.health.v1` service (SERVING for `seckill.v1.Seckill` and the server as a whole),
 /// until `shutdown` completes.
@@ -543,6 +607,7 @@ pub async fn serve(
         .build_v1alpha()
         .expect("the descriptor sets are well formed");
     tonic::transport::Server::builder()
+        .layer(RequestIdLayer)
         .add_service(health)
         .add_service(reflection)
         .add_service(reflection_alpha)

@@ -505,6 +505,24 @@ async fn purchases_need_a_token_earned_with_a_proof_of_work() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_call_answers_with_its_request_id() {
+    let mut c = open().await;
+    let mut asked = Request::new(pb::ProductRequest { product_id: 404 });
+    asked
+        .metadata_mut()
+        .insert("x-request-id", "grpc-req-9".parse().unwrap());
+    // An error answers with it too.
+    let err = c.get_stats(asked).await.unwrap_err();
+    assert_eq!(err.metadata().get("x-request-id").unwrap(), "grpc-req-9");
+    let ok = c.get_rate_limit(pb::RateLimitRequest {}).await.unwrap();
+    let fresh = ok.metadata().get("x-request-id").unwrap().to_str().unwrap();
+    assert!(
+        fresh.len() == 32 && fresh.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{fresh}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reflection_lists_the_service_and_health_answers_serving() {
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::health_client::HealthClient;

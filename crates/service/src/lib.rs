@@ -71,6 +71,7 @@ mod pipeline;
 mod purchase;
 #[cfg(feature = "redis")]
 mod reconcile;
+pub mod request_id;
 mod results;
 mod settings;
 mod stats;
