@@ -5,16 +5,15 @@ use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusBuilder;
 use seckill_api::MetricsRender;
-use tracing_subscriber::layer::{Layered, SubscriberExt};
+use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 use crate::config::{LogFormat, TelemetryConfig};
 
-/// What the layers stack on: the registry under the log filter.
-type Filtered = Layered<EnvFilter, Registry>;
-/// One layer of the subscriber.
-type BoxedLayer = Box<dyn Layer<Filtered> + Send + Sync>;
+/// One layer of the subscriber, with its own filter: a span is only built when some layer
+/// wants it, so the purchase path's debug spans cost nothing unless they are exported.
+type BoxedLayer = Box<dyn Layer<Registry> + Send + Sync>;
 
 #[cfg(feature = "otlp")]
 static TRACER_PROVIDER: std::sync::OnceLock<opentelemetry_sdk::trace::SdkTracerProvider> =
@@ -48,7 +47,16 @@ fn otlp_layer(cfg: &TelemetryConfig) -> Option<BoxedLayer> {
         .build();
     let tracer = provider.tracer("seckill");
     let _ = TRACER_PROVIDER.set(provider);
-    Some(tracing_opentelemetry::layer().with_tracer(tracer).boxed())
+    // The requests, and the purchase path's spans (debug: built only for this layer).
+    let spans = EnvFilter::new(
+        "info,seckill_service=debug,seckill_orders=debug,rskafka=warn,h2=warn,hyper=warn,tower=warn,reqwest=warn",
+    );
+    Some(
+        tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_filter(spans)
+            .boxed(),
+    )
 }
 
 #[cfg(not(feature = "otlp"))]
@@ -83,18 +91,16 @@ pub fn init_logging(cfg: &TelemetryConfig) {
     });
     let fmt = tracing_subscriber::fmt::layer().with_target(false);
     let fmt: BoxedLayer = match cfg.log_format {
-        LogFormat::Plain => fmt.boxed(),
+        LogFormat::Plain => fmt.with_filter(filter).boxed(),
         LogFormat::Json => fmt
             .json()
             .with_current_span(true)
             .with_span_list(false)
+            .with_filter(filter)
             .boxed(),
     };
     let layers: Vec<BoxedLayer> = std::iter::once(fmt).chain(otlp_layer(cfg)).collect();
-    tracing_subscriber::registry()
-        .with(filter)
-        .with(layers)
-        .init();
+    tracing_subscriber::registry().with(layers).init();
 }
 
 /// Installs the Prometheus recorder and returns what renders `/metrics`; `None` when disabled.

@@ -65,7 +65,7 @@ impl OrderConsumer {
     ///
     /// # Errors
     /// The store or the broker failed; every message of the batch must be retried.
-    #[tracing::instrument(name = "store_orders", skip_all, fields(orders = envelopes.len()))]
+    #[tracing::instrument(name = "store_orders", level = "debug", skip_all, fields(orders = envelopes.len()))]
     pub async fn handle_batch(&self, envelopes: &[Envelope]) -> Result<(), OrderError> {
         let sales: Vec<&OrderCreated> = envelopes
             .iter()

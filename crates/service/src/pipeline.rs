@@ -108,7 +108,7 @@ async fn relay(inventory: Arc<dyn Inventory>, broker: Arc<dyn Broker>, stop: Can
                 continue;
             }
         };
-        let span = tracing::info_span!("relay", sales = batch.len());
+        let span = tracing::debug_span!("relay", sales = batch.len());
         let relayed_all = async {
             let envelopes: Vec<Envelope> = batch.iter().map(order_created).collect();
             while let Err(e) = broker.publish_batch(&envelopes).await {

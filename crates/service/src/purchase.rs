@@ -137,7 +137,7 @@ impl Service {
     /// # Errors
     /// [`ServiceError::Busy`] (degraded, queue full, backend unavailable) or
     /// [`ServiceError::RateLimited`].
-    #[tracing::instrument(name = "purchase", skip_all, fields(product_id = purchase.request.product_id, user_id = purchase.request.user_id))]
+    #[tracing::instrument(name = "purchase", level = "debug", skip_all, fields(product_id = purchase.request.product_id, user_id = purchase.request.user_id))]
     pub async fn purchase(
         &self,
         purchase: &Purchase,
@@ -168,7 +168,7 @@ impl Service {
     /// As [`Service::purchase`]'s admission; [`BusyReason::QueueFull`] when the publisher is
     /// saturated, [`BusyReason::BackendUnavailable`] when the result store fails or the
     /// pipeline is stopping.
-    #[tracing::instrument(name = "purchase_async", skip_all, fields(product_id = purchase.request.product_id, user_id = purchase.request.user_id))]
+    #[tracing::instrument(name = "purchase_async", level = "debug", skip_all, fields(product_id = purchase.request.product_id, user_id = purchase.request.user_id))]
     pub async fn purchase_async(
         &self,
         purchase: &Purchase,
