@@ -18,22 +18,32 @@ const MAX_PRICE: f64 = 1e10;
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ActivityInput {
     /// The product (> 0).
+    #[cfg_attr(
+        feature = "openapi",
+        schema(minimum = 1, maximum = 9223372036854775807_i64)
+    )]
     pub product_id: u64,
     /// Display name, 1 to 200 characters.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 200))]
     pub product_name: String,
     /// Unit price, 0 to 10,000,000,000, rounded to cents.
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 10000000000_f64))]
     pub price: f64,
     /// Items on sale.
     pub stock: u64,
     /// RFC 3339 start of the sale.
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub start_time: String,
     /// RFC 3339 end of the sale, after the start.
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub end_time: String,
     /// `active` (default) or `inactive`.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^(active|inactive)$"))]
     pub status: Option<String>,
     /// Most items one buyer may buy (default 1).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 4294967295_u64))]
     pub per_user_limit: Option<u64>,
     /// Replace an activity whose sale has started: a new epoch with fresh stock and buyers.
     #[serde(default)]

@@ -25,7 +25,7 @@ fn view(result: Result<Order, ServiceError>) -> Response {
     }))
 }
 
-#[utoipa::path(get, path = "/api/v1/seckill/orders/{order_id}", tag = "buyers", security((), ("bearer" = [])), params(("order_id" = String, Path, description = "{product_id}-{sequence}"), ("x-request-id" = Option<String>, Header, description = "echoed; a fresh id when absent")),
+#[utoipa::path(get, path = "/api/v1/seckill/orders/{order_id}", tag = "buyers", security((), ("bearer" = [])), params(("order_id" = String, Path, description = "{product_id}-{sequence}", pattern = "^[0-9]+-[0-9]+$"), ("x-request-id" = Option<String>, Header, description = "echoed; a fresh id when absent")),
     responses((status = 200, description = "The order", body = crate::openapi::Envelope<OrderView>), crate::openapi::Errors))]
 /// `GET /api/v1/seckill/orders/{orderId}`: a stored order, for its buyer or an operator.
 pub(crate) async fn get(
@@ -36,7 +36,7 @@ pub(crate) async fn get(
     view(s.service.order(&caller, &id).await)
 }
 
-#[utoipa::path(post, path = "/api/v1/seckill/orders/{order_id}/pay", tag = "buyers", security((), ("bearer" = [])), params(("order_id" = String, Path, description = "{product_id}-{sequence}"), ("x-request-id" = Option<String>, Header, description = "echoed; a fresh id when absent")),
+#[utoipa::path(post, path = "/api/v1/seckill/orders/{order_id}/pay", tag = "buyers", security((), ("bearer" = [])), params(("order_id" = String, Path, description = "{product_id}-{sequence}", pattern = "^[0-9]+-[0-9]+$"), ("x-request-id" = Option<String>, Header, description = "echoed; a fresh id when absent")),
     request_body(content = Option<serde_json::Value>, description = "empty, or any JSON object", content_type = "application/json"),
     responses((status = 200, description = "Paid", body = crate::openapi::Envelope<OrderView>), crate::openapi::Errors))]
 /// Pays an order awaiting payment (the payment service). Paying a paid order again answers the
@@ -50,7 +50,7 @@ pub(crate) async fn pay(
     view(s.service.pay(&caller, &id).await)
 }
 
-#[utoipa::path(post, path = "/api/v1/seckill/orders/{order_id}/cancel", tag = "buyers", security((), ("bearer" = [])), params(("order_id" = String, Path, description = "{product_id}-{sequence}"), ("x-request-id" = Option<String>, Header, description = "echoed; a fresh id when absent")),
+#[utoipa::path(post, path = "/api/v1/seckill/orders/{order_id}/cancel", tag = "buyers", security((), ("bearer" = [])), params(("order_id" = String, Path, description = "{product_id}-{sequence}", pattern = "^[0-9]+-[0-9]+$"), ("x-request-id" = Option<String>, Header, description = "echoed; a fresh id when absent")),
     request_body(content = Option<serde_json::Value>, description = "empty, or any JSON object", content_type = "application/json"),
     responses((status = 200, description = "Cancelled: its items are back on sale", body = crate::openapi::Envelope<OrderView>), crate::openapi::Errors))]
 /// Cancels an order awaiting payment (its buyer or an operator) and puts its items back on

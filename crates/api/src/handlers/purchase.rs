@@ -14,10 +14,16 @@ use crate::{ApiError, AppState};
 /// A purchase.
 #[derive(Deserialize, utoipa::ToSchema)]
 pub(crate) struct PurchaseBody {
+    /// The product.
+    #[schema(minimum = 1)]
     product_id: u64,
+    /// The buyer (with a bearer token: taken from it, and must match when given).
     #[serde(default)]
+    #[schema(minimum = 1)]
     user_id: Option<u64>,
+    /// Items, 1 to the activity's per-user limit (default 1).
     #[serde(default)]
+    #[schema(minimum = 1)]
     quantity: Option<u64>,
     #[serde(default)]
     purchase_token: Option<String>,
@@ -135,7 +141,7 @@ pub(crate) struct ResultView<'a> {
 }
 
 #[utoipa::path(get, path = "/api/v1/seckill/result/{request_id}", tag = "buyers", security((), ("bearer" = [])),
-    params(("request_id" = String, Path, description = "32 hexadecimal digits"), ("x-request-id" = Option<String>, Header, description = "echoed; a fresh id when absent")),
+    params(("request_id" = String, Path, description = "32 hexadecimal digits", pattern = "^[0-9a-fA-F]{32}$"), ("x-request-id" = Option<String>, Header, description = "echoed; a fresh id when absent")),
     responses((status = 200, description = "Pending, success or failed", body = crate::openapi::Envelope<ResultView<'static>>), crate::openapi::Errors))]
 /// The state of an asynchronous purchase.
 pub(crate) async fn result(
