@@ -154,9 +154,12 @@ async fn sighup_reloads_the_levers_and_refuses_a_broken_file() {
     hup();
     let line = next_line(&lines, "reloaded on SIGHUP");
     assert!(line.contains("seckill.rate_limit"), "{line}");
+    // One permit a second: a slow machine earns one more per second the test takes.
+    let tightened = std::time::Instant::now();
     let after = buy(5).await;
+    let earned = tightened.elapsed().as_secs() as usize;
     assert!(
-        after.iter().filter(|&&s| s == 429).count() >= 3,
+        after.iter().filter(|&&s| s == 200).count() <= 2 + earned,
         "a burst of 2 let through {after:?}"
     );
     // A looser burst hands out no fresh one: the bucket is still spent.
@@ -164,8 +167,9 @@ async fn sighup_reloads_the_levers_and_refuses_a_broken_file() {
     hup();
     next_line(&lines, "reloaded on SIGHUP");
     let again = buy(3).await;
+    let earned = tightened.elapsed().as_secs() as usize;
     assert!(
-        again.iter().filter(|&&s| s == 200).count() <= 1,
+        again.iter().filter(|&&s| s == 200).count() <= 1 + earned,
         "a fresh burst after the reload: {again:?}"
     );
 
