@@ -195,7 +195,7 @@ async fn main() -> ExitCode {
 
 async fn run(config: Config, file: FileChoice) -> anyhow::Result<()> {
     let render = telemetry::init_metrics(&config.telemetry)?;
-    let components = components(&config, true).await?;
+    let components = components(&config).await?;
     let broker = components.broker.clone();
     let service_config = ServiceConfig {
         seckill: config.seckill.clone(),
@@ -274,30 +274,32 @@ async fn reconcile(config: &Config, products: &[u64], repair: bool) -> anyhow::R
             && config.orders.store == seckill_orders::OrderStoreKind::Postgres,
         "reconcile compares Redis with PostgreSQL: it needs inventory.backend: redis and orders.store: postgres"
     );
-    let components = components(config, false).await?;
     let inventory = seckill_inventory::RedisInventory::connect(config.redis.clone())
         .await
         .context("connecting to Redis")?;
+    let orders = Arc::new(
+        seckill_orders::PgOrderStore::connect(&config.orders)
+            .await
+            .context("connecting to PostgreSQL")?,
+    );
+    // Where a repair sends the sales the order store lacks (none with the in-process broker).
+    let broker = broker(config, Some(orders.clone())).await?;
     let mut agree = true;
     for &p in products {
-        let drift = seckill_service::reconcile(
-            &inventory,
-            &*components.orders,
-            Some(&*components.broker),
-            p,
-            repair,
-        )
-        .await?;
+        let drift =
+            seckill_service::reconcile(&inventory, &*orders, broker.as_deref(), p, repair).await?;
         println!("{}", serde_json::to_string(&drift)?);
         agree &= drift.repaired || drift.agrees();
     }
-    components.broker.close().await;
+    if let Some(b) = broker {
+        b.close().await;
+    }
     Ok(agree)
 }
 
-/// Builds the backends the configuration names; embedded (in-process) for the rest.
-/// With `background`, also the reconciler of Redis against PostgreSQL.
-async fn components(config: &Config, background: bool) -> anyhow::Result<Components> {
+/// Builds the backends the configuration names; embedded (in-process) for the rest. With
+/// Redis and PostgreSQL, also starts the reconciler of the one against the other.
+async fn components(config: &Config) -> anyhow::Result<Components> {
     let mut components = Components::embedded();
     let mut redis = None;
     if config.inventory.backend == InventoryBackend::Redis {
@@ -338,9 +340,28 @@ async fn components(config: &Config, background: bool) -> anyhow::Result<Compone
         components.orders = store.clone();
         pg = Some(store);
     }
-    let store = pg.clone();
-    match config.mq.backend {
-        MqBackend::Memory => {}
+    if let Some(broker) = broker(config, pg.clone()).await? {
+        components.broker = broker;
+    }
+    if let (Some(inventory), Some(store)) = (redis, pg) {
+        tokio::spawn(seckill_service::run_reconciler(
+            inventory,
+            store,
+            components.broker.clone(),
+            config.reconciler.clone(),
+        ));
+    }
+    Ok(components)
+}
+
+/// The broker `mq.backend` names; `None` for the in-process one. Kafka keeps its consumer
+/// positions in `pg` when given.
+async fn broker(
+    config: &Config,
+    pg: Option<Arc<seckill_orders::PgOrderStore>>,
+) -> anyhow::Result<Option<Arc<dyn seckill_mq::Broker>>> {
+    Ok(Some(match config.mq.backend {
+        MqBackend::Memory => return Ok(None),
         MqBackend::Rabbitmq => {
             let settings = seckill_mq::RabbitSettings {
                 // Declared at connect, so nothing published before they first subscribe is
@@ -356,7 +377,7 @@ async fn components(config: &Config, background: bool) -> anyhow::Result<Compone
                         redact(&config.mq.rabbitmq.url)
                     )
                 })?;
-            components.broker = Arc::new(broker);
+            Arc::new(broker)
         }
         MqBackend::Kafka => {
             // Consumer positions are kept beside the orders when those are in PostgreSQL.
@@ -377,18 +398,9 @@ async fn components(config: &Config, background: bool) -> anyhow::Result<Compone
                         config.mq.kafka.brokers
                     )
                 })?;
-            components.broker = Arc::new(broker);
+            Arc::new(broker)
         }
-    }
-    if let (true, Some(inventory), Some(store)) = (background, redis, store) {
-        tokio::spawn(seckill_service::run_reconciler(
-            inventory,
-            store,
-            components.broker.clone(),
-            config.reconciler.clone(),
-        ));
-    }
-    Ok(components)
+    }))
 }
 
 /// A URL with its password hidden, for messages.
