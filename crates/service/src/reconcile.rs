@@ -161,8 +161,14 @@ pub async fn reconcile(
         .iter()
         .filter(|o| !held_ids.contains(&o.order_id))
         .count() as u64;
-    // Redis's sales the store has under no status (a cancelled order is the store's word).
-    let ids: Vec<String> = held.iter().map(|o| o.order_id.to_string()).collect();
+    // Redis's sales the store has under no status (a cancelled order is the store's word),
+    // looked up only for buyers without a live stored order.
+    let buyers: HashSet<u64> = stored.iter().map(|o| o.user_id).collect();
+    let candidates: Vec<RecordedOrder> = held
+        .into_iter()
+        .filter(|o| !buyers.contains(&o.user_id))
+        .collect();
+    let ids: Vec<String> = candidates.iter().map(|o| o.order_id.to_string()).collect();
     let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
     let known: HashSet<String> = orders
         .get_many(&refs)
@@ -170,10 +176,11 @@ pub async fn reconcile(
         .into_iter()
         .map(|o| o.order_id)
         .collect();
-    let buyers: HashSet<u64> = stored.iter().map(|o| o.user_id).collect();
-    drift.missing = held
+    drift.missing = candidates
         .into_iter()
-        .filter(|o| !known.contains(&o.order_id.to_string()) && !buyers.contains(&o.user_id))
+        .zip(&ids)
+        .filter(|(_, id)| !known.contains(*id))
+        .map(|(o, _)| o)
         .collect();
     if repair && !drift.agrees() {
         if stats.outbox_pending > 0 {
