@@ -155,7 +155,23 @@ fn mode_name(m: DegradationMode) -> &'static str {
 }
 
 impl GrpcApi {
-    fn purchase_input(&self, request: &Request<pb::PurchaseRequest>) -> PurchaseInput {
+    /// The caller and their validated purchase; an invalid one is counted as such.
+    fn purchase_of(
+        &self,
+        request: &Request<pb::PurchaseRequest>,
+    ) -> Result<(Caller, seckill_service::Purchase), Status> {
+        let caller = self.caller(request)?;
+        let purchase = self
+            .service
+            .purchase_request(&caller, Self::purchase_input(request))
+            .map_err(|e| {
+                self.service.record_invalid();
+                status(&e)
+            })?;
+        Ok((caller, purchase))
+    }
+
+    fn purchase_input(request: &Request<pb::PurchaseRequest>) -> PurchaseInput {
         let r = request.get_ref();
         let key = r.idempotency_key.clone().or_else(|| {
             request
@@ -183,12 +199,7 @@ impl Seckill for GrpcApi {
         let started = std::time::Instant::now();
         let s = &self.service;
         let result = async {
-            let caller = self.caller(&request)?;
-            let input = self.purchase_input(&request);
-            let purchase = s.purchase_request(&caller, input).map_err(|e| {
-                s.record_invalid();
-                status(&e)
-            })?;
+            let (caller, purchase) = self.purchase_of(&request)?;
             let outcome = s
                 .purchase(&purchase, &caller)
                 .await
@@ -215,14 +226,9 @@ impl Seckill for GrpcApi {
         &self,
         request: Request<pb::PurchaseRequest>,
     ) -> Result<Response<pb::Accepted>, Status> {
-        let s = &self.service;
-        let caller = self.caller(&request)?;
-        let input = self.purchase_input(&request);
-        let purchase = s.purchase_request(&caller, input).map_err(|e| {
-            s.record_invalid();
-            status(&e)
-        })?;
-        match s
+        let (caller, purchase) = self.purchase_of(&request)?;
+        match self
+            .service
             .purchase_async(&purchase, &caller)
             .await
             .map_err(|e| status(&e))?
