@@ -4,26 +4,13 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use seckill_test_support::PrivateRedis;
+use seckill_test_support::{PrivateRedis, clean_command, free_port};
 
 fn server(redis_port: u16, allow_volatile: bool) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_seckill-server"));
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("SECKILL_") {
-            c.env_remove(key);
-        }
-    }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port();
-    let grpc_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port();
+    let mut c = clean_command(env!("CARGO_BIN_EXE_seckill-server"));
     c.env("SECKILL_SERVER__HOST", "127.0.0.1")
-        .env("SECKILL_SERVER__PORT", port.to_string())
-        .env("SECKILL_SERVER__GRPC_PORT", grpc_port.to_string())
+        .env("SECKILL_SERVER__PORT", free_port().to_string())
+        .env("SECKILL_SERVER__GRPC_PORT", free_port().to_string())
         .env("SECKILL_INVENTORY__BACKEND", "redis")
         .env("SECKILL_REDIS__HOST", "127.0.0.1")
         .env("SECKILL_REDIS__PORT", redis_port.to_string())
@@ -33,7 +20,6 @@ fn server(redis_port: u16, allow_volatile: bool) -> Command {
         )
         .env("SECKILL_REDIS__ALLOW_VOLATILE", allow_volatile.to_string())
         .env("SECKILL_TELEMETRY__LOG_LEVEL", "info")
-        .env_remove("RUST_LOG")
         .stdin(Stdio::null());
     c
 }

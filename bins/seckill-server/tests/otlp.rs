@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::routing::post;
+use seckill_test_support::{clean_command, free_port};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -34,28 +35,14 @@ async fn spans_are_exported_to_the_otlp_endpoint() {
     let receiver = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
-    let port = free();
+    let port = free_port();
     let dir = std::env::temp_dir().join(seckill_test_support::unique("otlp"));
     std::fs::create_dir_all(&dir).unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_seckill-server"));
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("SECKILL_") {
-            command.env_remove(key);
-        }
-    }
-    let mut child = command
+    let mut child = clean_command(env!("CARGO_BIN_EXE_seckill-server"))
         .current_dir(&dir)
-        .env_remove("RUST_LOG")
         .env("SECKILL_SERVER__HOST", "127.0.0.1")
         .env("SECKILL_SERVER__PORT", port.to_string())
-        .env("SECKILL_SERVER__GRPC_PORT", free().to_string())
+        .env("SECKILL_SERVER__GRPC_PORT", free_port().to_string())
         .env("SECKILL_SECKILL__RATE_LIMIT__ENABLE", "false")
         .env(
             "SECKILL_TELEMETRY__OTLP_ENDPOINT",

@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use seckill_test_support::{clean_command, free_port};
 use serde_json::{Value, json};
 
 struct Running(Child);
@@ -18,13 +19,6 @@ impl Drop for Running {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port()
 }
 
 fn limits(rps: u32, burst: u32, message: &str) -> String {
@@ -52,17 +46,10 @@ async fn sighup_reloads_the_levers_and_refuses_a_broken_file() {
     let file = dir.join("seckill.yaml");
     std::fs::write(&file, limits(10_000, 10_000, "busy")).unwrap();
     let port = free_port();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_seckill-server"));
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("SECKILL_") {
-            command.env_remove(key);
-        }
-    }
-    let mut child = command
+    let mut child = clean_command(env!("CARGO_BIN_EXE_seckill-server"))
         .current_dir(&dir)
         .arg("--config")
         .arg(&file)
-        .env_remove("RUST_LOG")
         .env("SECKILL_SERVER__HOST", "127.0.0.1")
         .env("SECKILL_SERVER__PORT", port.to_string())
         .env("SECKILL_SERVER__GRPC_PORT", free_port().to_string())

@@ -4,24 +4,17 @@
 #![cfg(unix)]
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
+
+use seckill_test_support::{clean_command, free_port};
 
 /// The grace period given to the server.
 const GRACE: Duration = Duration::from_secs(1);
 /// Slack on top of the grace period and the pipeline's drain, for a loaded machine.
 const MARGIN: Duration = Duration::from_secs(4);
-
-/// A port nothing listens on right now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Kills the server if the test fails before it exits.
 struct Running(Option<Child>);
@@ -100,16 +93,9 @@ fn sigterm_stops_the_server_within_its_shutdown_timeout_despite_slow_clients() {
             break p;
         }
     };
-    let mut command = Command::new(env!("CARGO_BIN_EXE_seckill-server"));
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("SECKILL_") {
-            command.env_remove(key);
-        }
-    }
-    let child = command
+    // The "listening" line below is logged at info (RUST_LOG is removed).
+    let child = clean_command(env!("CARGO_BIN_EXE_seckill-server"))
         .current_dir(&dir)
-        // The "listening" line below is logged at info.
-        .env_remove("RUST_LOG")
         .env("SECKILL_SERVER__HOST", "127.0.0.1")
         .env("SECKILL_SERVER__PORT", port.to_string())
         .env("SECKILL_SERVER__GRPC_PORT", grpc_port.to_string())

@@ -30,6 +30,30 @@ pub fn unique(what: &str) -> String {
     )
 }
 
+/// A port nothing listens on right now, on 127.0.0.1.
+///
+/// # Panics
+/// When no local port can be bound.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// `program` (a server binary under test) without the test's own `SECKILL_*` variables nor
+/// `RUST_LOG`: only what the test sets configures it.
+pub fn clean_command(program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
+    let mut c = std::process::Command::new(program);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("SECKILL_") {
+            c.env_remove(key);
+        }
+    }
+    c.env_remove("RUST_LOG");
+    c
+}
+
 /// `v` as a [`NonZeroU32`].
 ///
 /// # Panics
@@ -91,10 +115,7 @@ impl PrivateRedis {
     /// # Panics
     /// When `redis-server` cannot be started or does not answer within 10 s.
     pub async fn start(args: &[&str]) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = free_port();
         let dir = std::env::temp_dir().join(unique("redis"));
         std::fs::create_dir_all(&dir).expect("a data directory");
         let mut r = Self {

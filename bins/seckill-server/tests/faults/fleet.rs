@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use seckill_mq::{Broker, KafkaBroker, KafkaSettings, RabbitBroker, RabbitSettings};
-use seckill_test_support::{PrivateRedis, Proxy, eventually, unique};
+use seckill_test_support::{PrivateRedis, Proxy, clean_command, eventually, free_port, unique};
 use serde_json::{Value, json};
 
 /// The broker of a fleet.
@@ -20,14 +20,6 @@ use serde_json::{Value, json};
 pub enum Mq {
     Rabbit,
     Kafka,
-}
-
-/// A port nothing listens on right now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port()
 }
 
 /// One server process.
@@ -181,13 +173,8 @@ impl Fleet {
 
     /// The server command with the fleet's environment and nothing else of `SECKILL_*`.
     pub fn command(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_seckill-server"));
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("SECKILL_") {
-                c.env_remove(key);
-            }
-        }
-        c.current_dir(&self.dir).env_remove("RUST_LOG");
+        let mut c = clean_command(env!("CARGO_BIN_EXE_seckill-server"));
+        c.current_dir(&self.dir);
         for (k, v) in &self.env {
             c.env(k, v);
         }
@@ -285,6 +272,17 @@ impl Fleet {
             .text()
             .await
             .unwrap()
+    }
+
+    /// Waits up to `within` until a line of instance `i`'s metrics satisfies `matches`.
+    pub async fn metric_line(&self, i: usize, within: Duration, matches: impl Fn(&str) -> bool) {
+        eventually(
+            within,
+            Duration::from_millis(100),
+            "the metric line",
+            || async { self.metrics(i).await.lines().any(&matches).then_some(()) },
+        )
+        .await;
     }
 
     /// Prewarms `product` with `stock` items on instance `i`; the answer's data.

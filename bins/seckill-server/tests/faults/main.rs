@@ -263,18 +263,9 @@ async fn a_sale_the_database_refuses(mq: Mq) {
         (rows.len() == 12).then_some(rows)
     })
     .await;
-    eventually(
-        SETTLE,
-        Duration::from_millis(100),
-        "a dead letter",
-        || async {
-            f.metrics(0)
-                .await
-                .lines()
-                .any(|l| l.starts_with("seckill_order_dead_letters_total{reason=\"rejected\"}"))
-                .then_some(())
-        },
-    )
+    f.metric_line(0, SETTLE, |l| {
+        l.starts_with("seckill_order_dead_letters_total{reason=\"rejected\"}")
+    })
     .await;
     let users: Vec<u64> = rows.iter().map(|r| r.user_id).collect();
     assert!(!users.contains(&666));
@@ -282,21 +273,8 @@ async fn a_sale_the_database_refuses(mq: Mq) {
         assert!(users.contains(&u), "user {u}'s order is not stored");
     }
     // The refused sale is not forgotten: the reconciler counts it as unaccounted.
-    eventually(
-        SETTLE,
-        Duration::from_millis(100),
-        "the drift gauge",
-        || async {
-            f.metrics(0)
-                .await
-                .lines()
-                .any(|l| {
-                    l == format!("seckill_inventory_unaccounted_items{{product_id=\"{P}\"}} 1")
-                })
-                .then_some(())
-        },
-    )
-    .await;
+    let drift = format!("seckill_inventory_unaccounted_items{{product_id=\"{P}\"}} 1");
+    f.metric_line(0, SETTLE, |l| l == drift).await;
     let log = f.instances[0].log();
     assert!(log.contains("dead-lettered"), "{log}");
     Arc::into_inner(f).unwrap().cleanup().await;
@@ -350,21 +328,8 @@ async fn the_reconciler_repairs_a_drift_made_by_hand(mq: Mq) {
         "{found}"
     );
     // The background reconciler of the instance exports the same drift.
-    eventually(
-        SETTLE,
-        Duration::from_millis(100),
-        "the drift gauge",
-        || async {
-            f.metrics(0)
-                .await
-                .lines()
-                .any(|l| {
-                    l == format!("seckill_inventory_unaccounted_items{{product_id=\"{P}\"}} -2")
-                })
-                .then_some(())
-        },
-    )
-    .await;
+    let drift = format!("seckill_inventory_unaccounted_items{{product_id=\"{P}\"}} -2");
+    f.metric_line(0, SETTLE, |l| l == drift).await;
     let (code, fixed) = run(true);
     assert_eq!(
         (code, fixed["repaired"].as_bool()),
