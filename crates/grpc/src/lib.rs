@@ -241,9 +241,7 @@ impl Seckill for GrpcApi {
             seckill_service::Accepted::Unconfirmed(id) => {
                 let mut st = status(&ServiceError::Busy {
                     reason: seckill_service::BusyReason::OutcomeUnknown,
-                    message:
-                        "the broker did not confirm the request; it may still run: poll its result"
-                            .into(),
+                    message: seckill_service::Accepted::UNCONFIRMED.into(),
                     retry_after: None,
                 });
                 if let Ok(v) = id.parse() {

@@ -105,6 +105,12 @@ pub enum Accepted {
     Unconfirmed(String),
 }
 
+impl Accepted {
+    /// What every front answers for [`Accepted::Unconfirmed`] (with the id to poll).
+    pub const UNCONFIRMED: &'static str =
+        "the broker did not confirm the request; it may still run: poll its result";
+}
+
 impl Service {
     /// Validates a purchase for `caller`: the buyer (the token's in mode jwt), positive ids
     /// that fit in i64, a positive quantity, an idempotency key of 1 to 128 visible ASCII

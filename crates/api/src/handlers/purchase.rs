@@ -121,7 +121,7 @@ pub(crate) async fn purchase_async(State(s): State<AppState>, req: Request) -> R
             Accepted::Unconfirmed(id) => envelope(
                 StatusCode::SERVICE_UNAVAILABLE,
                 codes::OUTCOME_UNKNOWN,
-                "the broker did not confirm the request; it may still run: poll its result",
+                Accepted::UNCONFIRMED,
                 &AcceptedView {
                     request_id: &id,
                     status: "unconfirmed",
