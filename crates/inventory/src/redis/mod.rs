@@ -294,14 +294,6 @@ impl RedisInventory {
         Ok(outcome)
     }
 
-    /// The products whose sales this Redis holds (those prewarmed, until their sale ended).
-    ///
-    /// # Errors
-    /// Backend failures.
-    pub async fn products(&self) -> Result<Vec<u64>, InventoryError> {
-        self.inner.products().await
-    }
-
     /// The live sales (not cancelled) of the product's current epoch as Redis holds them:
     /// the reconciler compares them with the order store's record. `None` when the product
     /// is not loaded.
@@ -735,6 +727,7 @@ impl Inventory for RedisInventory {
             .sum())
     }
 
+    /// The products whose sales this Redis holds (those prewarmed, until their sale ended).
     async fn products(&self) -> Result<Vec<u64>, InventoryError> {
         self.inner.products().await
     }
